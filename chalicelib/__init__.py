@@ -1,0 +1,1 @@
+"""Paitho control plane: signup, billing, licences, the tenant registry, routing and lifecycle."""
