@@ -90,3 +90,44 @@ def pg_cluster(work_root: Path, pg_template: Path, pg_bindir: Path) -> Iterator[
     yield running
     running.stop()
     shutil.rmtree(work_root / name, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """moto's server on loopback (one per session), Step Functions execution switched on.
+
+    Tests use unique resource names (see `unique`) so they never see each other's state."""
+    import urllib.request
+
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://localhost:{port}"
+    req = urllib.request.Request(
+        f"{endpoint}/moto-api/config",
+        data=b'{"stepfunctions": {"execute_state_machine": true}}',
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    urllib.request.urlopen(req, timeout=10).close()
+    yield endpoint
+    server.stop()
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique suffix for AWS resource names."""
+    return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture
+def aws_client(moto_endpoint: str):  # type: ignore[no-untyped-def]
+    """Factory: aws_client("dynamodb") -> a boto3 client pointed at the local endpoint."""
+    import boto3
+
+    def make(service: str):  # type: ignore[no-untyped-def]
+        return boto3.client(service, endpoint_url=moto_endpoint, region_name="us-east-1")
+
+    return make
