@@ -1,0 +1,141 @@
+"""Signup: validate, claim the subdomain, create the pending account, mail a verification link;
+then verification provisions the tenant and sends the person to its own setup page.
+
+Double submission is safe by construction: the subdomain claim and the account are conditional
+creates, so two identical submissions yield one account, one claim, one tenant. The control
+plane never sees the tenant's passphrase: the person sets it on the tenant's setup page.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from chalicelib.accounts import AccountService
+from chalicelib.audit import AuditLog
+from chalicelib.cpconfig import CpConfig
+from chalicelib.errors import Conflict, NotFound
+from chalicelib.mailer import Mailer
+from chalicelib.ports import TenantPort
+from chalicelib.ratelimit import RateLimiter
+from chalicelib.stores import Table
+from chalicelib.tokens import LinkTokens
+from chalicelib.validation import SignupForm, validate_signup
+
+log = logging.getLogger(__name__)
+
+
+class TrialStarter(Protocol):
+    def start_trial(self, slug: str, email: str, plan: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class SignupOutcome:
+    ok: bool
+    email: str = ""
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+TAKEN = "That subdomain is already taken; choose another."
+
+
+class SignupService:
+    def __init__(
+        self,
+        config: CpConfig,
+        accounts: AccountService,
+        claims: Table,
+        links: LinkTokens,
+        mailer: Mailer,
+        tenants: TenantPort,
+        limiter: RateLimiter,
+        audit: AuditLog,
+        billing: TrialStarter,
+        clock: Callable[[], str],
+    ) -> None:
+        self._config = config
+        self._accounts = accounts
+        self._claims = claims
+        self._links = links
+        self._mailer = mailer
+        self._tenants = tenants
+        self._limiter = limiter
+        self._audit = audit
+        self._billing = billing
+        self._clock = clock
+
+    def submit(self, raw: Mapping[str, str], client_ip: str) -> SignupOutcome:
+        bucket = f"signup:{client_ip}"
+        self._limiter.check(bucket)
+        self._limiter.hit(bucket, self._config.signup_rule)
+        form, errors = validate_signup(raw)
+        if form is None:
+            return SignupOutcome(False, errors=errors)
+        claimed_now = self._claim(form)
+        if claimed_now is None:
+            return SignupOutcome(False, errors={"subdomain": TAKEN})
+        try:
+            account = self._accounts.create_pending(
+                form.email, form.password, form.company, form.subdomain, form.region, form.plan
+            )
+        except Conflict:
+            existing = self._accounts.get(form.email)
+            if existing.subdomain == form.subdomain and existing.state == "pending":
+                return SignupOutcome(True, email=form.email)  # a double submission
+            if claimed_now:
+                self._claims.delete(form.subdomain)
+            return SignupOutcome(
+                False,
+                errors={
+                    "email": "An account with this email already exists; log in or reset "
+                    "your password."
+                },
+            )
+        self.send_verification(form.email)
+        self._audit.record("signup", account.account_id, form.subdomain)
+        return SignupOutcome(True, email=form.email)
+
+    def _claim(self, form: SignupForm) -> bool | None:
+        """True: claimed now; False: already ours (double submission); None: taken."""
+        try:
+            self._tenants.show(form.subdomain)
+            return None
+        except NotFound:
+            pass
+        try:
+            self._claims.put_new(
+                {"subdomain": form.subdomain, "email": form.email, "created_at": self._clock()}
+            )
+            return True
+        except Conflict:
+            holder = self._claims.get(form.subdomain)
+            return False if holder is not None and holder["email"] == form.email else None
+
+    def send_verification(self, email: str) -> None:
+        token = self._links.issue("verify", email, self._config.verify_ttl_s)
+        link = f"{self._config.public_base}/verify?token={token}"
+        self._mailer.send(
+            email,
+            "Confirm your email to start your Paitho workspace",
+            "Welcome to Paitho.\n\n"
+            "Confirm your email address to start your workspace:\n\n"
+            f"{link}\n\n"
+            f"The link works once and expires in {self._config.verify_ttl_s // 3600} hours.\n"
+            "If you did not sign up, ignore this message.\n",
+        )
+
+    def verify(self, token: str) -> str:
+        """Spend the link, provision the tenant, return the tenant's setup URL."""
+        claims = self._links.consume(token, "verify")
+        account = self._accounts.mark_verified(claims.subject)
+        try:
+            self._tenants.create(account.subdomain, account.plan, account.region)
+        except Conflict:
+            holder = self._claims.get(account.subdomain)
+            if holder is None or holder["email"] != account.email:
+                raise
+        self._billing.start_trial(account.subdomain, account.email, account.plan)
+        self._audit.record("verify", account.account_id, account.subdomain)
+        return self._config.tenant_url(account.subdomain, "/setup")
