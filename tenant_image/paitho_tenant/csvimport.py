@@ -8,7 +8,8 @@ record at a time, so memory stays flat for any number of rows:
   else as Windows-1252; else the file is refused. Bytes later in the file that do not fit the
   detected encoding are not guessed at: the row holding them gets a `RowError` naming its row
   and column (they are decoded with `surrogateescape`, so they can be found exactly).
-- **Delimiter**: `,` `;` tab `|`, whichever parses the sample into the most consistent table.
+- **Delimiter**: `,` `;` tab `|`, whichever parses the sample into the most consistent table,
+  unless the first line is Excel's `sep=<delimiter>` hint, which is obeyed and skipped.
 - **Header**: the first non-blank record. Names are cleaned of surrounding whitespace, BOMs and
   quotes; blank names become `column N`, repeats get ` (2)`, ` (3)`...; auto-mapping compares
   names with case, punctuation and spaces removed (`_ALIASES`).
@@ -93,6 +94,7 @@ _BOMS = (
     (codecs.BOM_UTF16_LE, "utf-16"),
     (codecs.BOM_UTF16_BE, "utf-16"),
 )
+_SEP_LINE = re.compile(r"sep=([,;\t|])[ \t]*(?:\r\n|\r|\n|$)", re.IGNORECASE)
 _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
 _RESAVE = "save it from your spreadsheet as 'CSV UTF-8' and upload it again"
 
@@ -234,10 +236,12 @@ def _fit(record: list[str], width: int) -> list[str] | None:
     return None
 
 
-def _sniff_delimiter(text: str, truncated: bool) -> tuple[str, int, int]:
+def _sniff_delimiter(
+    text: str, truncated: bool, candidates: tuple[str, ...] = DELIMITERS
+) -> tuple[str, int, int]:
     """(delimiter, data rows in the sample, ragged rows among them) for the best delimiter."""
     best: tuple[tuple[bool, float, int], str, int, int] | None = None
-    for delimiter in DELIMITERS:
+    for delimiter in candidates:
         reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
         try:
             records = [record for record in reader if not _is_blank(record)]
@@ -255,7 +259,7 @@ def _sniff_delimiter(text: str, truncated: bool) -> tuple[str, int, int]:
         if best is None or score > best[0]:
             best = (score, delimiter, len(data), ragged)
     if best is None:
-        return ",", 0, 0
+        return candidates[0], 0, 0
     return best[1], best[2], best[3]
 
 
@@ -348,7 +352,15 @@ class LeadCsvReader:
         at_eof = len(sample) < SAMPLE_BYTES
         self.encoding = detect_encoding(sample, at_eof)
         text = codecs.getincrementaldecoder(self.encoding)("replace").decode(sample, at_eof)
-        self.delimiter, sample_rows, sample_ragged = _sniff_delimiter(text, not at_eof)
+        # Excel's "sep=;" first line names the delimiter; Excel hides it, so it is not a row.
+        sep_line = _SEP_LINE.match(text)
+        if sep_line:
+            self.delimiter, sample_rows, sample_ragged = _sniff_delimiter(
+                text[sep_line.end() :], not at_eof, (sep_line.group(1),)
+            )
+        else:
+            self.delimiter, sample_rows, sample_ragged = _sniff_delimiter(text, not at_eof)
+        self._skip_sep_line = sep_line is not None
         self._text = io.TextIOWrapper(
             io.BufferedReader(_Rejoined(sample, stream)),
             encoding=self.encoding,
@@ -359,7 +371,6 @@ class LeadCsvReader:
         self._row_number = 0
         self._consumed = False
         self.header = _unique_header(self._read_header())
-        self._header_row = self._row_number
         if _ragged_beyond_tolerance(sample_rows, sample_ragged):
             raise CsvFormatError(_ragged_message(sample_rows, len(self.header)))
         self.column_map = _build_column_map(self.header, mapping)
@@ -404,6 +415,9 @@ class LeadCsvReader:
         return record
 
     def _read_header(self) -> list[str]:
+        if self._skip_sep_line:
+            self._next_record()
+            self._row_number = 0
         while (record := self._next_record()) is not None:
             if _is_blank(record):
                 continue

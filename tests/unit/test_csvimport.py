@@ -212,6 +212,26 @@ def test_comma_file_with_semicolons_in_values() -> None:
     assert leads(items)[0].fields["notes"] == "a; b; c"
 
 
+def test_excel_sep_line_names_the_delimiter_and_is_not_a_row() -> None:
+    """Excel's `sep=;` first line sets the delimiter, is skipped, and does not shift row numbers."""
+    text = "\ufeffsep=;\r\nEmail;Notes\r\na@example.com;x,y,z,w\r\nbad;q\r\n"
+    reader, items = read_all(text.encode())
+    assert (reader.delimiter, reader.header) == (";", ["Email", "Notes"])
+    assert leads(items)[0].fields["notes"] == "x,y,z,w"
+    assert errors(items) == [RowError(3, "Email", "the email address is not valid")]
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r", "\r\n"])
+def test_line_endings(newline: str) -> None:
+    """LF, old-Mac CR and Windows CRLF line endings all split rows the same way."""
+    text = newline.join(["email,first_name", "a@example.com,Ann", "", "b@example.com,Bob", ""])
+    _, items = read_all(text.encode())
+    assert [(lead.row_number, lead.fields["first_name"]) for lead in leads(items)] == [
+        (2, "Ann"),
+        (4, "Bob"),
+    ]
+
+
 def test_single_column_file() -> None:
     """A file with only an email column is read (no delimiter to find)."""
     reader, items = read_all(b"email\nA@Example.com\nb@example.com\n")
