@@ -1,0 +1,164 @@
+"""`paitho-tenant backup | restore | export-bundle`: the backup commands of the tenant CLI.
+
+The lead wires them into cli.py with `register(subparsers)` and dispatches with `run(args)`;
+`python -m paitho_tenant.backup_cli ...` runs them standalone.
+
+    backup --to URL --recipient KEY     dump, encrypt to the public key, store, verify; prints
+                                        one JSON line of metadata (never content or key)
+    restore --from URL --private-key FILE --data-dir DIR
+    export-bundle --from URL --image REF --out FILE
+
+In a scheduled run (Step Functions), the environment carries PAITHO_TASK_TOKEN and the outcome
+is sent back with SendTaskSuccess/SendTaskFailure; that token is a callback handle, not a secret
+of the customer. The database comes from --db or PAITHO_TENANT_DB; the tenant slug from --tenant
+or PAITHO_TENANT_SLUG; destination and recipient may also come from PAITHO_BACKUP_TO and
+PAITHO_BACKUP_RECIPIENT (both public: a URL and a public key).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from paitho_tenant.destinations import BackupError, open_destination, parse_url, split_object_url
+
+log = logging.getLogger(__name__)
+
+TOKEN_ENV = "PAITHO_TASK_TOKEN"  # noqa: S105 (the name of a variable, not a secret)
+
+
+def register(subparsers: Any) -> None:
+    """Add the backup, restore and export-bundle subcommands to an argparse subparsers."""
+    backup = subparsers.add_parser("backup", help="encrypted backup to a destination URL")
+    backup.add_argument("--to", dest="to", default=os.environ.get("PAITHO_BACKUP_TO"))
+    backup.add_argument("--recipient", default=os.environ.get("PAITHO_BACKUP_RECIPIENT"))
+    backup.add_argument("--db", default=os.environ.get("PAITHO_TENANT_DB"))
+    backup.add_argument("--tenant", default=os.environ.get("PAITHO_TENANT_SLUG"))
+    backup.add_argument("--attempts", type=int, default=3)
+    backup.add_argument("--backoff", type=float, default=2.0, help="seconds, doubled per retry")
+    backup.add_argument("--compress", type=int, default=None, help="pg_dump --compress level")
+
+    restore = subparsers.add_parser("restore", help="restore a backup into a NEW cluster")
+    restore.add_argument("--from", dest="source", required=True, help="the backup object's URL")
+    restore.add_argument("--private-key", required=True, type=Path)
+    restore.add_argument("--data-dir", required=True, type=Path)
+    restore.add_argument(
+        "--private-key-passphrase-file",
+        type=Path,
+        default=None,
+        help="file holding the private key's passphrase, if the key is encrypted",
+    )
+
+    bundle = subparsers.add_parser("export-bundle", help="one archive to walk away with")
+    bundle.add_argument("--from", dest="source", required=True, help="the backup object's URL")
+    bundle.add_argument("--image", required=True, help="the tenant image reference")
+    bundle.add_argument("--out", required=True, type=Path)
+
+
+def _report_to_step_functions(token: str, result_json: str, ok: bool) -> None:
+    import boto3
+
+    sfn = boto3.client("stepfunctions")
+    if ok:
+        sfn.send_task_success(taskToken=token, output=result_json)
+    else:
+        fields = json.loads(result_json)
+        sfn.send_task_failure(
+            taskToken=token,
+            error=f"Backup.{fields.get('error', 'Failed')}",
+            cause=str(fields.get("reason", ""))[:1000],
+        )
+
+
+def cmd_backup(args: argparse.Namespace, report: Callable[[str, str, bool], None]) -> int:
+    from chalicelib.launchers.pgcluster import find_bindir
+    from paitho_tenant.backup import BackupJob, load_public_key
+
+    missing = [
+        n
+        for n, v in (
+            ("--to", args.to),
+            ("--recipient", args.recipient),
+            ("--db", args.db),
+            ("--tenant", args.tenant),
+        )
+        if not v
+    ]
+    if missing:
+        print(f"paitho-tenant backup: missing {', '.join(missing)}", file=sys.stderr)
+        return 2
+    job = BackupJob(
+        tenant=args.tenant,
+        conninfo=args.db,
+        public_pem=load_public_key(args.recipient),
+        bindir=find_bindir(),
+        compress=args.compress,
+    )
+    kind = parse_url(args.to).kind
+    result = job.run(lambda: open_destination(args.to), kind, args.attempts, args.backoff)
+    line = result.to_json()
+    print(line, flush=True)
+    token = os.environ.get(TOKEN_ENV)
+    if token:
+        report(token, line, result.outcome == "succeeded")
+    return 0 if result.outcome == "succeeded" else 1
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from chalicelib.launchers.pgcluster import find_bindir
+    from paitho_tenant.restore import load_private_key, restore_into_new_cluster
+
+    passphrase = (
+        args.private_key_passphrase_file.read_bytes().strip()
+        if args.private_key_passphrase_file
+        else None
+    )
+    private_pem = load_private_key(args.private_key, passphrase)
+    base, name = split_object_url(args.source)
+    with open_destination(base) as destination, destination.reader(name) as source:
+        result = restore_into_new_cluster(source, private_pem, args.data_dir, find_bindir())
+    print(json.dumps({"data_dir": str(result.data_dir), "databases": list(result.databases)}))
+    return 0
+
+
+def cmd_export_bundle(args: argparse.Namespace) -> int:
+    from paitho_tenant.backup import export_bundle
+
+    base, name = split_object_url(args.source)
+    with open_destination(base) as destination, destination.reader(name) as source:
+        export_bundle(source, name, args.image, args.out)
+    print(json.dumps({"bundle": str(args.out)}))
+    return 0
+
+
+def run(args: argparse.Namespace, report: Callable[[str, str, bool], None] | None = None) -> int:
+    """Dispatch a parsed backup/restore/export-bundle command; return the exit code."""
+    try:
+        if args.command == "backup":
+            return cmd_backup(args, report or _report_to_step_functions)
+        if args.command == "restore":
+            return cmd_restore(args)
+        if args.command == "export-bundle":
+            return cmd_export_bundle(args)
+    except BackupError as exc:
+        print(f"paitho-tenant {args.command}: {exc.message}", file=sys.stderr)
+        return 1
+    print(f"paitho-tenant: unknown command {args.command!r}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
+    parser = argparse.ArgumentParser(prog="paitho-tenant")
+    register(parser.add_subparsers(dest="command", required=True))
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
