@@ -54,3 +54,38 @@ class LaunchError(PaithoError):
 
 class PlatformUnavailable(PaithoError):
     status = 503
+
+
+# -- control plane web side (signup, accounts, billing, licences) -----------------------------
+
+
+class StoreError(PaithoError):
+    """A control-plane table could not be read or written, or a write named a forbidden field."""
+
+    status = 503
+
+
+class TokenInvalid(PaithoError):
+    """A signed link or form token is malformed, forged, expired or already used."""
+
+    status = 400
+
+
+class SignatureInvalid(PaithoError):
+    """A payment provider's webhook failed signature or timestamp verification."""
+
+    status = 400
+
+
+class LicenceInvalid(PaithoError):
+    """A licence token does not verify against any known public key, or is malformed."""
+
+    status = 400
+
+
+class Unauthorized(PaithoError):
+    status = 401
+
+
+class PayloadTooLarge(PaithoError):
+    status = 413
