@@ -1,36 +1,166 @@
-"""ASGI app factory for the tenant (minimal: health only, until the vault lands)."""
+"""ASGI app factory for the tenant. The app owns its connection pool (opened in the lifespan,
+without waiting, so the process starts fast) and its vault; every process starts sealed.
+
+Handlers parse the request, call one domain function in a worker thread, and map errors to
+responses; `web.py` holds them, this module wires them up.
+"""
 
 from __future__ import annotations
 
-import os
+import asyncio
+import logging
+import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import ConnectionPool
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from paitho_tenant import websec
+from paitho_tenant.accounts import SessionStore
+from paitho_tenant.db import app_conninfo
+from paitho_tenant.errors import TenantError
+from paitho_tenant.vault import UnlockThrottle, Vault
+
+log = logging.getLogger(__name__)
 
 
-def create_app(conninfo: str, slug: str) -> Starlette:
-    pool = AsyncConnectionPool(conninfo, min_size=1, max_size=4, open=False)
+@dataclass(frozen=True)
+class Settings:
+    """Resolved once at the edge (cli.py)."""
+
+    admin_conninfo: str
+    slug: str = "tenant"
+    origin: str | None = None
+    unlock_file: Path | None = None
+    pool_max: int = 8
+
+
+@dataclass
+class Components:
+    settings: Settings
+    pool: ConnectionPool
+    vault: Vault = field(default_factory=Vault)
+    throttle: UnlockThrottle = field(default_factory=UnlockThrottle)
+    sessions: SessionStore = field(default_factory=SessionStore)
+    unlock_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class SecurityMiddleware:
+    """Security headers on every response; CSRF refusal of mutating requests (websec.py)."""
+
+    def __init__(self, app: ASGIApp, configured_origin: str | None) -> None:
+        self.app = app
+        self.configured_origin = configured_origin
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        origin = websec.own_origin(
+            self.configured_origin, request.url.scheme, request.headers.get("host")
+        )
+        scope.setdefault("state", {})["own_origin"] = origin
+        verdict = websec.csrf_verdict(
+            request.method, request.url.path, dict(request.headers), origin
+        )
+        scope["state"]["csrf_form"] = verdict == "form"
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = message.setdefault("headers", [])
+                for name, value in websec.SECURITY_HEADERS.items():
+                    headers.append((name.lower().encode(), value.encode()))
+                if websec.is_https(origin):
+                    headers.append((b"strict-transport-security", websec.HSTS.encode()))
+            await send(message)
+
+        if verdict == "refuse":
+            response = JSONResponse(
+                {
+                    "error": "csrf",
+                    "message": "cross-site request refused: send Origin equal to this "
+                    "tenant's origin and X-Requested-With: XMLHttpRequest",
+                },
+                status_code=403,
+            )
+            await response(scope, receive, send_with_headers)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send_with_headers(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            # The message of an unexpected exception may quote input: log the type and the
+            # frames, never the text, and do not let the server log it either.
+            frames = "".join(traceback.format_tb(exc.__traceback__))
+            log.error(
+                "unhandled %s on %s %s\n%s",
+                type(exc).__name__,
+                request.method,
+                request.url.path,
+                frames,
+            )
+            if not started:
+                response = JSONResponse(
+                    {"error": "internal_error", "message": "internal error"}, status_code=500
+                )
+                await response(scope, receive, send_with_headers)
+
+
+async def tenant_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, TenantError)
+    headers = {"Retry-After": "60"} if exc.status == 429 else None
+    return JSONResponse(
+        {"error": exc.code, "message": exc.message}, status_code=exc.status, headers=headers
+    )
+
+
+def create_app(settings: Settings) -> Starlette:
+    from paitho_tenant import web
+
+    pool = ConnectionPool(
+        app_conninfo(settings.admin_conninfo),
+        min_size=1,
+        max_size=settings.pool_max,
+        open=False,
+        kwargs={"autocommit": True},
+        name="tenant",
+    )
+    components = Components(settings, pool)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await pool.open(wait=False)
+        pool.open(wait=False)
+        components.unlock_lock = asyncio.Lock()
+        if settings.unlock_file is not None:
+            await web.unlock_from_file(components, settings.unlock_file)
         try:
             yield
         finally:
-            await pool.close()
+            components.vault.seal()
+            components.sessions.clear()
+            await run_in_threadpool(pool.close)
 
-    async def healthz(request: Request) -> JSONResponse:
-        try:
-            async with pool.connection(timeout=5) as conn:
-                cur = await conn.execute("SELECT pg_backend_pid()")
-                await cur.fetchone()
-        except Exception:
-            return JSONResponse({"state": "unavailable", "slug": slug}, status_code=503)
-        return JSONResponse({"state": "uninitialized", "slug": slug, "pid": os.getpid()})
-
-    return Starlette(routes=[Route("/healthz", healthz)], lifespan=lifespan)
+    app = Starlette(
+        routes=web.routes(),
+        lifespan=lifespan,
+        middleware=[Middleware(SecurityMiddleware, configured_origin=settings.origin)],
+        exception_handlers={TenantError: tenant_error},
+    )
+    app.state.components = components
+    return app
