@@ -40,7 +40,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -280,6 +281,20 @@ class EcsLauncher:
         self._ecs = gateway
         self._volumes = volumes
         self._config = config
+
+    @classmethod
+    def from_clients(
+        cls,
+        ecs_client: Any,
+        ec2_client: Any,
+        config: EcsConfig,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> EcsLauncher:
+        """For the composition root: boto3 `ecs` and `ec2` clients of the tenants' region."""
+        return cls(
+            EcsGateway(ecs_client, sleep, clock), VolumeGateway(ec2_client, sleep, clock), config
+        )
 
     # -- task definitions ------------------------------------------------------------------
 

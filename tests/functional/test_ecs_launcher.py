@@ -95,11 +95,7 @@ def world(moto_endpoint: str, aws_client: Any, unique: str) -> Iterator[EcsWorld
     calls = Calls()
     ecs.meta.events.register("before-parameter-build.ecs.*", calls)
     no_sleep = lambda _s: None  # noqa: E731
-    launcher = EcsLauncher(
-        EcsGateway(ecs, no_sleep, time.monotonic, poll_interval=0),
-        VolumeGateway(ec2, no_sleep, time.monotonic, poll_interval=0),
-        config,
-    )
+    launcher = EcsLauncher.from_clients(ecs, ec2, config, sleep=no_sleep, clock=time.monotonic)
     set_task_transition(moto_endpoint, {"progression": "manual", "times": 10**9})
     yield EcsWorld(launcher, config, ecs, ec2, calls, moto_endpoint, subnet["AvailabilityZone"])
     set_task_transition(moto_endpoint, None)
