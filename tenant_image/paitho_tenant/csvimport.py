@@ -157,7 +157,7 @@ def is_valid_email(value: str) -> bool:
         return False
     try:
         email_validator.validate_email(value, check_deliverability=False)
-    except email_validator.EmailNotValidError:
+    except ValueError:  # EmailNotValidError, and any codec error on odd input: not valid either
         return False
     return True
 

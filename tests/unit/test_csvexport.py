@@ -141,5 +141,7 @@ def test_round_trip_is_stable() -> None:
     header = ["email", "notes"]
     first = written(header, [["a@example.com", "=1+1"]])
     items = list(LeadCsvReader(io.BytesIO(first.encode())).rows())
-    again = [[item.email, item.fields["notes"]] for item in items if isinstance(item, LeadRow)]
-    assert written(header, list(again)) == first
+    again: list[list[object]] = [
+        [item.email, item.fields["notes"]] for item in items if isinstance(item, LeadRow)
+    ]
+    assert written(header, again) == first
