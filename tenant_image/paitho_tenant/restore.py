@@ -159,15 +159,16 @@ def restore_into_new_cluster(
     run_dir = Path(tempfile.mkdtemp(prefix="paitho-restore-"))
     os.chmod(run_dir, 0o755)  # noqa: S103 (the cluster user must traverse it; socket dir is 0700)
     cluster = pgcluster.Cluster(data_dir, run_dir / "socket", _free_port())
-    pgcluster.initdb(data_dir, bindir, ids)
     proc: subprocess.Popen[bytes] | None = None
     try:
-        proc = pgcluster.start(cluster, bindir, ids)
+        # Open the envelope first: a wrong key or a foreign object fails before any initdb.
         payload = _Reader(decrypt(source, private_pem))
         if payload.read_exact(len(MAGIC)) != MAGIC:
             raise BackupCorrupted("the decrypted payload is not a Paitho backup")
         (roles_len,) = struct.unpack(">Q", payload.read_exact(8))
         roles_sql = payload.read_exact(roles_len)
+        pgcluster.initdb(data_dir, bindir, ids)
+        proc = pgcluster.start(cluster, bindir, ids)
         conninfo = cluster.conninfo("postgres")
         # Roles first (the cluster's own superuser already exists: that error is expected).
         subprocess.run(
