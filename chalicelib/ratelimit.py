@@ -1,6 +1,6 @@
 """Rate limiting and lockout with growing delays, per bucket (e.g. `login:ann@example.com`).
 
-A bucket allows `limit` hits per window. Every hit beyond that blocks the bucket for
+A bucket allows `limit` hits per window. The limit-th hit and each one after it block it for
 `base_delay_s * 2**(over-1)` seconds, capped at `max_delay_s`: 2 s, 4 s, 8 s, ... A success
 (`reset`) clears the bucket. State lives in the `ratelimits` table so every Lambda sees it.
 """
@@ -46,7 +46,7 @@ class RateLimiter:
             window_start, hits, over = now, 0, 0
         hits += 1
         blocked_until = float(item.get("blocked_until", 0))
-        if hits > rule.limit:
+        if hits >= rule.limit:
             over += 1
             delay = min(rule.max_delay_s, rule.base_delay_s * 2 ** (over - 1))
             blocked_until = now + delay
