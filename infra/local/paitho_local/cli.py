@@ -1,0 +1,173 @@
+"""`paitho`: the operator's command line. A thin shell over chalicelib's functions."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from chalicelib.errors import PaithoError
+from chalicelib.registry import TenantRecord
+from paitho_local import compose
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Operate a Paitho platform.")
+tenants_app = typer.Typer(no_args_is_help=True, help="Create and manage tenants.")
+app.add_typer(tenants_app, name="tenants")
+console = Console()
+err = Console(stderr=True)
+
+
+def _fail(exc: PaithoError) -> None:
+    err.print(f"[red]error:[/red] {exc.message}")
+    raise typer.Exit(1)
+
+
+def _service():  # type: ignore[no-untyped-def]
+    return compose.tenant_service(compose.settings_for_cli())
+
+
+def _show_record(record: TenantRecord, as_json: bool = False) -> None:
+    data = {k: v for k, v in dataclasses.asdict(record).items() if k != "extra"}
+    if as_json:
+        print(json.dumps(data, indent=2, sort_keys=True))
+        return
+    table = Table(show_header=False, box=None)
+    for key in (
+        "slug",
+        "state",
+        "desired_state",
+        "plan",
+        "region",
+        "version",
+        "launcher",
+        "origin_host",
+        "origin_port",
+        "db_port",
+        "data_location",
+        "task_arn",
+        "restarts",
+        "last_event",
+        "last_event_at",
+        "last_error",
+        "last_error_at",
+        "created_at",
+        "updated_at",
+        "deleted_at",
+    ):
+        value = data.get(key)
+        if value is not None and value != "":
+            label = "data directory" if key == "data_location" else key.replace("_", " ")
+            style = "red" if key == "last_error" else ""
+            table.add_row(
+                f"[bold]{label}[/bold]", f"[{style}]{value}[/{style}]" if style else str(value)
+            )
+    console.print(table)
+
+
+def _finish(record: TenantRecord) -> None:
+    _show_record(record)
+    if record.state == "failed":
+        raise typer.Exit(1)
+
+
+@app.command()
+def up() -> None:
+    """Run the whole platform in the foreground (what `make up` runs); Ctrl-C stops it."""
+    from chalicelib.settings import from_env
+    from paitho_local.platform import Platform
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        Platform(from_env(), say=lambda m: console.print(m, highlight=False)).run_forever()
+    except PaithoError as exc:
+        _fail(exc)
+
+
+@tenants_app.command("create")
+def create(
+    slug: str,
+    plan: Annotated[str, typer.Option(help="starter, pro, agency or enterprise")] = "starter",
+    region: Annotated[str, typer.Option(help="eu or us")] = "eu",
+) -> None:
+    """Provision a tenant and start it."""
+    try:
+        with console.status(f"provisioning {slug}…"):
+            record = _service().create(slug, plan=plan, region=region)
+    except PaithoError as exc:
+        _fail(exc)
+    _finish(record)
+
+
+@tenants_app.command("list")
+def list_(all_: Annotated[bool, typer.Option("--all", help="include deleted")] = False) -> None:
+    """List tenants."""
+    try:
+        records = _service().list(include_deleted=all_)
+    except PaithoError as exc:
+        _fail(exc)
+    table = Table("slug", "state", "plan", "region", "version", "origin", "last error")
+    for r in records:
+        origin = f"{r.origin_host}:{r.origin_port}" if r.origin_port else ""
+        table.add_row(r.slug, r.state, r.plan, r.region, r.version, origin, r.last_error or "")
+    console.print(table)
+
+
+@tenants_app.command("show")
+def show(slug: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Show one tenant: state, origin, data directory, last error."""
+    try:
+        record = _service().show(slug)
+    except PaithoError as exc:
+        _fail(exc)
+    _show_record(record, as_json)
+
+
+def _lifecycle(verb: str, slug: str) -> None:
+    try:
+        with console.status(f"{verb} {slug}…"):
+            record = getattr(_service(), verb)(slug)
+    except PaithoError as exc:
+        _fail(exc)
+    _finish(record)
+
+
+@tenants_app.command("suspend")
+def suspend(slug: str) -> None:
+    """Stop a tenant and route its host to the 'suspended' page; data is kept."""
+    _lifecycle("suspend", slug)
+
+
+@tenants_app.command("resume")
+def resume(slug: str) -> None:
+    """Start a suspended tenant again (it comes back sealed)."""
+    _lifecycle("resume", slug)
+
+
+@tenants_app.command("upgrade")
+def upgrade(slug: str) -> None:
+    """Restart a tenant on the platform's current tenant version; data is kept."""
+    _lifecycle("upgrade", slug)
+
+
+@tenants_app.command("delete")
+def delete(
+    slug: str, yes: Annotated[bool, typer.Option("--yes", help="do not ask")] = False
+) -> None:
+    """Stop a tenant, destroy its data and routes; the registry keeps a tombstone."""
+    if not yes and sys.stdin.isatty():
+        typer.confirm(f"Destroy {slug} and all its data?", abort=True)
+    _lifecycle("delete", slug)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

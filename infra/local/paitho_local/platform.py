@@ -1,0 +1,186 @@
+"""`paitho up`: the whole platform on one machine, in the foreground until interrupted.
+
+Start order: local AWS endpoint → supervisor → edge (HAProxy, supervised) → control plane →
+tenant template → every registered tenant brought back (sealed). Stop order is the reverse;
+SIGINT and SIGTERM both stop every process the platform started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from chalicelib.errors import PaithoError
+from chalicelib.launchers.local import LocalLauncher
+from chalicelib.registry import Registry
+from chalicelib.settings import Settings
+from chalicelib.tenants import TenantService
+from paitho_local import compose, edge
+from paitho_local.awsendpoint import LocalAws
+from paitho_local.controlplane import ControlPlaneServer, load_app
+from paitho_local.supervisor import Supervisor, UnitSpec
+
+log = logging.getLogger(__name__)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Running:
+    aws: LocalAws
+    supervisor: Supervisor
+    control: ControlPlaneServer
+    registry: Registry
+    tenants: TenantService
+    extras: list[Callable[[], None]]
+
+
+class Platform:
+    def __init__(self, settings: Settings, say: Callable[[str], None] = print) -> None:
+        self.settings = settings
+        self.say = say
+        self.running: Running | None = None
+        self._stopped = threading.Event()
+
+    def start(self) -> Running:
+        s = self.settings
+        s.home.mkdir(parents=True, exist_ok=True)
+        (s.home / "run").mkdir(exist_ok=True)
+        info_path = compose.platform_file(s.home)
+        if info_path.exists():
+            stale = json.loads(info_path.read_text())
+            if _alive(stale.get("pid")):
+                raise PaithoError(
+                    f"a platform is already running from {s.home} (pid {stale['pid']}); stop it "
+                    "first or use another PAITHO_HOME"
+                )
+
+        aws = LocalAws(s.home, free_port(), s.aws_region)
+        aws.start()
+        for key, value in compose.LOCAL_CREDENTIALS.items():
+            os.environ.setdefault(key, value)
+        os.environ["AWS_ENDPOINT_URL"] = aws.endpoint
+        settings = compose.settings_for_cli(s.home)
+        settings = type(settings)(
+            **{**settings.__dict__, "edge_port": s.edge_port, "edge_host": s.edge_host}
+        )
+        self.settings = settings
+        self.say(f"local AWS endpoint (moto) on {aws.endpoint}")
+
+        registry = compose.registry(settings)
+        registry.ensure_table()
+
+        def on_event(unit: str, what: str, restarted: bool) -> None:
+            slug, _, part = unit.partition("/")
+            if slug == "edge":
+                self.say(f"edge: {what}")
+                return
+            with contextlib.suppress(PaithoError):
+                registry.record_event(slug, f"{part}: {what}", restarted=restarted)
+            self.say(f"{slug}: {part} {what}")
+
+        supervisor = Supervisor(on_event)
+        supervisor.serve(settings.supervisor_socket)
+
+        control_port = settings.control_port or free_port()
+        files = edge.render_config(
+            settings.home, (settings.edge_host, settings.edge_port), ("127.0.0.1", control_port)
+        )
+        edge.check_config(files)
+        supervisor.start(
+            UnitSpec(
+                "edge/haproxy",
+                edge.haproxy_argv(files),
+                log=str(files.cfg_path.with_name("haproxy.log")),
+            )
+        )
+        edge.wait_ready(files, timeout=15)
+
+        control = ControlPlaneServer(
+            load_app(), "127.0.0.1", control_port, settings.domain, registry
+        )
+        control.start()
+        extras: list[Callable[[], None]] = []
+        tenants = compose.tenant_service(settings, registry)
+        self.running = Running(aws, supervisor, control, registry, tenants, extras)
+        info_path.write_text(
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "aws_endpoint_url": aws.endpoint,
+                    "edge": f"http://{settings.edge_host}:{settings.edge_port}",
+                    "control_port": control_port,
+                }
+            )
+        )
+
+        launcher = compose.launcher(settings)
+        assert isinstance(launcher, LocalLauncher)
+        self.say("preparing the tenant template cluster (first run only)…")
+        launcher.prepare_template()
+        for record in tenants.reconcile_all():
+            note = f" ({record.last_error})" if record.state == "failed" else ""
+            self.say(f"tenant {record.slug}: {record.state}{note}")
+        return self.running
+
+    def stop(self) -> None:
+        running, self.running = self.running, None
+        if running is None:
+            return
+        self.say("stopping…")
+        for fn in running.extras:
+            with contextlib.suppress(Exception):
+                fn()
+        running.control.stop()
+        running.supervisor.shutdown()
+        for record in running.registry.list():
+            if record.state in ("running", "starting", "provisioning", "upgrading"):
+                with contextlib.suppress(PaithoError):
+                    running.registry.update(record.slug, state="stopped")
+        running.aws.stop()
+        compose.platform_file(self.settings.home).unlink(missing_ok=True)
+        self.say("stopped.")
+
+    def run_forever(self) -> None:
+        def handler(signum: int, frame: Any) -> None:
+            self._stopped.set()
+
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
+        try:
+            self.start()
+            s = self.settings
+            self.say(f"Paitho is up: http://localhost:{s.edge_port}  (Ctrl-C stops everything)")
+            self.say(f"tenants answer at http://{{tenant}}.{s.domain}:{s.edge_port}")
+            self._stopped.wait()
+        finally:
+            self.stop()
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def settings_home(settings: Settings) -> Path:
+    return settings.home
