@@ -96,8 +96,12 @@ def tenant_client(tenant_cluster: RunningCluster) -> Iterator[httpx.Client]:
         yield client
 
 
-def set_up(client: httpx.Client, passphrase: str | None = STRONG, email: str = "owner@acme.test",
-           password: str = "owner-password-123") -> str:
+def set_up(
+    client: httpx.Client,
+    passphrase: str | None = STRONG,
+    email: str = "owner@acme.test",
+    password: str = "owner-password-123",
+) -> str:
     """Drive POST /setup and POST /login; returns the passphrase in force."""
     body = {"owner_email": email, "owner_password": password}
     if passphrase is not None:
