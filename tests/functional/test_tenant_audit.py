@@ -8,8 +8,8 @@ import sys
 
 import psycopg
 import pytest
-
 from paitho_tenant import audit
+
 from tests.conftest import RunningCluster
 from tests.functional.test_tenant_support import (
     app_conn,

@@ -12,8 +12,8 @@ from datetime import date
 import httpx
 import psycopg
 import pytest
-
 from paitho_tenant import inventory, stage_runs
+
 from tests.conftest import RunningCluster
 from tests.functional.test_tenant_support import (
     STRONG,
@@ -30,11 +30,11 @@ from tests.functional.test_tenant_support import (
 pytestmark = pytest.mark.functional
 
 CSV = (
-    "email,first_name,company\r\n"
-    "ada@example.com,Ada,Analytical\r\n"
-    "grace@example.com,Grace,Navy\r\n"
-    "=cmd@example.com,=HYPERLINK(1),@SUM(1)\r\n"
-).encode()
+    b"email,first_name,company\r\n"
+    b"ada@example.com,Ada,Analytical\r\n"
+    b"grace@example.com,Grace,Navy\r\n"
+    b"=cmd@example.com,=HYPERLINK(1),@SUM(1)\r\n"
+)
 
 
 def _populate(client: httpx.Client) -> dict[str, int]:
@@ -222,7 +222,8 @@ def test_dsar_access_erasure_and_suppression(tenant_cluster: RunningCluster) -> 
         assert (again["imported"], again["suppressed"], again["duplicates"]) == (0, 1, 2)
     with superuser_conn(tenant_cluster) as conn:
         rows = conn.execute(
-            "SELECT kind, due_at - received_at, completed_at IS NOT NULL FROM dsar_requests ORDER BY id"
+            "SELECT kind, due_at - received_at, completed_at IS NOT NULL"
+            " FROM dsar_requests ORDER BY id"
         ).fetchall()
         assert [(r[0], r[1].days, r[2]) for r in rows] == [
             ("access", 30, True),

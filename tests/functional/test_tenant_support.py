@@ -19,12 +19,12 @@ import httpx
 import psycopg
 import pytest
 import uvicorn
-from starlette.applications import Starlette
-
-from chalicelib.launchers import pgcluster
 from paitho_tenant import migrate
 from paitho_tenant.app import Settings, create_app
 from paitho_tenant.db import app_conninfo, owner_conninfo
+from starlette.applications import Starlette
+
+from chalicelib.launchers import pgcluster
 from tests.conftest import RunningCluster, free_port
 
 ORIGIN = "http://acme.localhost:8000"
@@ -100,7 +100,7 @@ def set_up(
     client: httpx.Client,
     passphrase: str | None = STRONG,
     email: str = "owner@acme.test",
-    password: str = "owner-password-123",
+    password: str = "owner-password-123",  # noqa: S107
 ) -> str:
     """Drive POST /setup and POST /login; returns the passphrase in force."""
     body = {"owner_email": email, "owner_password": password}
