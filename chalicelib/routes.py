@@ -30,8 +30,13 @@ from chalicelib.errors import InvalidInput, PlatformUnavailable
 
 log = logging.getLogger(__name__)
 
-# Hosts the control plane itself answers; a tenant route for one of them would never be used.
-CONTROL_HOSTS = frozenset({"localhost", "marketplace.localhost"})
+
+def control_hosts(domain: str = "localhost") -> frozenset[str]:
+    """Hosts the control plane itself answers; a tenant route for one would never be used."""
+    return frozenset({domain.lower(), f"marketplace.{domain.lower()}"})
+
+
+CONTROL_HOSTS = control_hosts()
 
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _HOST_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})+")

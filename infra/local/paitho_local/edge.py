@@ -27,7 +27,7 @@ from pathlib import Path
 from string import Template
 
 from chalicelib.errors import LaunchError
-from chalicelib.routes import CONTROL_HOSTS, HAProxyRoutes, write_map_file
+from chalicelib.routes import HAProxyRoutes, control_hosts, write_map_file
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "haproxy.cfg.tmpl"
 # sockaddr_un holds 107 bytes; HAProxy binds "<path>.<pid>.tmp" first and renames it.
@@ -45,8 +45,10 @@ class EdgeFiles:
     admin_socket: Path
     pid_path: Path
 
-    def route_table(self, timeout: float = 2.0) -> HAProxyRoutes:
-        return HAProxyRoutes(self.admin_socket, self.map_path, timeout=timeout)
+    def route_table(self, timeout: float = 2.0, domain: str = "localhost") -> HAProxyRoutes:
+        return HAProxyRoutes(
+            self.admin_socket, self.map_path, timeout=timeout, reserved=control_hosts(domain)
+        )
 
 
 def edge_files(home: Path) -> EdgeFiles:
@@ -65,9 +67,13 @@ def render_config(
     listen: tuple[str, int],
     control_origin: tuple[str, int],
     *,
+    domain: str = "localhost",
     nbthread: int = 1,
 ) -> EdgeFiles:
-    """Write `home/edge/haproxy.cfg` (and an empty routes map if there is none yet)."""
+    """Write `home/edge/haproxy.cfg` (and an empty routes map if there is none yet).
+
+    `domain` and `marketplace.{domain}` go to the control plane, as does any host not in the
+    routes map."""
     files = edge_files(home)
     for path in (files.cfg_path, files.map_path, files.admin_socket, files.pid_path):
         if not _SAFE_PATH.fullmatch(str(path)):
@@ -80,6 +86,8 @@ def render_config(
             f"the edge's admin socket path {files.admin_socket} is longer than "
             f"{MAX_SOCKET_PATH} characters (a unix socket limit); use a shorter PAITHO_HOME"
         )
+    if not _SAFE_HOST.fullmatch(domain) or ":" in domain:
+        raise LaunchError(f"invalid platform domain {domain!r}: use a host name such as localhost")
     for what, (host, port) in (("listen", listen), ("control origin", control_origin)):
         if not _SAFE_HOST.fullmatch(host) or not 1 <= port <= 65535:
             raise LaunchError(f"invalid edge {what} address {host}:{port}")
@@ -95,7 +103,9 @@ def render_config(
         listen_port=listen[1],
         control_host=control_origin[0],
         control_port=control_origin[1],
-        control_hosts=" ".join(sorted(CONTROL_HOSTS)),
+        control_hosts=" ".join(sorted(control_hosts(domain))),
+        control_hosts_doc=", ".join(sorted(control_hosts(domain))),
+        domain=domain,
     )
     tmp = files.cfg_path.with_suffix(".cfg.tmp")
     tmp.write_text(text)
