@@ -161,6 +161,22 @@ def test_edge_sends_control_hosts_and_unknown_hosts_to_the_control_plane(
     conn.close()
 
 
+def test_edge_routes_each_request_of_a_kept_alive_connection_by_its_own_host(
+    running_edge: Edge,
+) -> None:
+    """One client connection alternating hosts never gets another tenant's server connection."""
+    running_edge.routes.set_route("acme.localhost", running_edge.backends["acme"])
+    running_edge.routes.set_route("beta.localhost", running_edge.backends["beta"])
+    conn = http.client.HTTPConnection("127.0.0.1", running_edge.port, timeout=5)
+    seen = []
+    for i in range(60):
+        host = ("acme.localhost", "beta.localhost", "nope.localhost")[i % 3]
+        conn.request("GET", "/", headers={"Host": host})
+        seen.append(json.loads(conn.getresponse().read())["name"])
+    conn.close()
+    assert seen == ["acme", "beta", "control"] * 20
+
+
 def test_edge_rejects_a_request_with_two_host_headers(running_edge: Edge) -> None:
     """Two Host headers get a 400 instead of being routed by one and served by the other."""
     running_edge.routes.set_route("acme.localhost", running_edge.backends["acme"])
