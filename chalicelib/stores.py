@@ -138,6 +138,13 @@ _ser = TypeSerializer()
 _de = TypeDeserializer()
 
 
+def _serialize(value: Any) -> dict[str, Any]:
+    """DynamoDB numbers are Decimals; floats (timestamps) go through their shortest repr."""
+    if isinstance(value, float):
+        value = Decimal(repr(value))
+    return dict(_ser.serialize(value))
+
+
 class DynamoTable:
     """One DynamoDB table behind the Table contract. `expect` maps attribute → required value
     (None meaning "must not exist")."""
@@ -171,7 +178,7 @@ class DynamoTable:
             raise StoreError(f"the {self.kind} store is unavailable: {exc}") from exc
 
     def _item(self, values: Item) -> dict[str, Any]:
-        return {k: _ser.serialize(v) for k, v in values.items() if v is not None}
+        return {k: _serialize(v) for k, v in values.items() if v is not None}
 
     def get(self, key: str) -> Item | None:
         resp = self._call("get_item", Key={self._key: {"S": key}}, ConsistentRead=True)
@@ -202,7 +209,7 @@ class DynamoTable:
             if value is None:
                 removes.append(f"#a{i}")
             else:
-                values[f":a{i}"] = _ser.serialize(value)
+                values[f":a{i}"] = _serialize(value)
                 sets.append(f"#a{i} = :a{i}")
         expr = ("SET " + ", ".join(sets) if sets else "") + (
             " REMOVE " + ", ".join(removes) if removes else ""
@@ -213,7 +220,7 @@ class DynamoTable:
             if value is None:
                 conditions.append(f"attribute_not_exists(#e{i})")
             else:
-                values[f":e{i}"] = _ser.serialize(value)
+                values[f":e{i}"] = _serialize(value)
                 conditions.append(f"#e{i} = :e{i}")
         kwargs: dict[str, Any] = {
             "Key": {self._key: {"S": key}},
