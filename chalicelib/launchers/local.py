@@ -185,8 +185,41 @@ class LocalLauncher:
         shutil.rmtree(root, ignore_errors=True)
         root.mkdir(parents=True)
         (root / "logs").mkdir()
-        pgcluster.clone(self.prepare_template(), root / "pgdata", self._ids)
+        if not self._claim_spare(root / "pgdata"):
+            pgcluster.clone(self.prepare_template(), root / "pgdata", self._ids)
         return Placement("127.0.0.1", free_port(), str(root), db_port=free_port())
+
+    # -- spare clones: copying the template is most of provisioning, so do it ahead of time ---
+    def spares_dir(self) -> Path:
+        return self._home / "spares" / self.template_dir().name
+
+    def _claim_spare(self, target: Path) -> bool:
+        """Atomically take a ready spare clone (rename); False when there is none."""
+        spares = self.spares_dir()
+        for spare in sorted(spares.glob("ready-*")) if spares.is_dir() else []:
+            try:
+                spare.rename(target)
+            except OSError:
+                continue  # another provisioner took it first
+            return True
+        return False
+
+    def refill_spares(self, count: int = 2) -> int:
+        """Keep `count` ready clones of the current template; returns how many were made."""
+        template = self.prepare_template()
+        spares = self.spares_dir()
+        spares.mkdir(parents=True, exist_ok=True)
+        made = 0
+        while len(list(spares.glob("ready-*"))) < count:
+            token = f"{time.time_ns():x}"
+            building = spares / f"building-{token}"
+            pgcluster.clone(template, building, self._ids)
+            building.rename(spares / f"ready-{token}")
+            made += 1
+        for stale in spares.parent.iterdir():
+            if stale != spares:
+                shutil.rmtree(stale, ignore_errors=True)
+        return made
 
     def start(self, spec: TenantSpec, placement: Placement) -> Placement:
         root = self.tenant_dir(spec.slug)

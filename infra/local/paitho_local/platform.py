@@ -131,6 +131,18 @@ class Platform:
         assert isinstance(launcher, LocalLauncher)
         self.say("preparing the tenant template cluster (first run only)…")
         launcher.prepare_template()
+        launcher.refill_spares()
+        refill_stop = threading.Event()
+
+        def refill() -> None:
+            while not refill_stop.wait(1.0):
+                try:
+                    launcher.refill_spares()
+                except Exception:  # keep the pool alive; provisioning falls back to cloning
+                    log.exception("refilling spare tenant clusters failed")
+
+        threading.Thread(target=refill, name="spares", daemon=True).start()
+        extras.append(refill_stop.set)
         for record in tenants.reconcile_all():
             note = f" ({record.last_error})" if record.state == "failed" else ""
             self.say(f"tenant {record.slug}: {record.state}{note}")
