@@ -18,7 +18,7 @@ from chalicelib.tenants import TenantService
 def aws_client(settings: Settings, service: str) -> Any:
     """A boto3 client; the endpoint comes from the standard settings (AWS_ENDPOINT_URL)."""
     session = boto3.session.Session(region_name=settings.aws_region)
-    return session.client(service, endpoint_url=settings.aws_endpoint_url)
+    return session.client(service, endpoint_url=settings.aws_endpoint_url)  # type: ignore[call-overload]
 
 
 def build_registry(settings: Settings) -> Registry:

@@ -7,9 +7,10 @@ of one slug yield one tenant. Deleted tenants stay as tombstones (state "deleted
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -69,7 +70,7 @@ ALLOWED_ATTRIBUTES: frozenset[str] = frozenset(
 )
 
 
-def _check_allowed(names: Iterator[str] | list[str] | set[str]) -> None:
+def _check_allowed(names: Iterable[str]) -> None:
     extra = sorted(set(names) - ALLOWED_ATTRIBUTES)
     if extra:
         raise RegistryError(f"refusing to store non-allowlisted registry attributes: {extra}")
@@ -151,7 +152,7 @@ class Registry:
             records = [r for r in records if r.state != "deleted"]
         return sorted(records, key=lambda r: r.slug)
 
-    def raw_items(self) -> list[dict[str, Any]]:
+    def raw_items(self) -> builtins.list[dict[str, Any]]:
         """Every stored item as plain values (for the allowlist proof)."""
         resp = self._db.scan(TableName=self._table, ConsistentRead=True)
         return [{k: _de.deserialize(v) for k, v in item.items()} for item in resp["Items"]]

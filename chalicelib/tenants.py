@@ -7,6 +7,7 @@ through the lifecycle planner and executor. Failures are recorded on the tenant 
 
 from __future__ import annotations
 
+import builtins
 import re
 
 from chalicelib.errors import Conflict, InvalidInput
@@ -135,7 +136,7 @@ class TenantService:
         self._live(slug)
         return self._registry.update(slug, plan=plan)
 
-    def reconcile_all(self) -> list[TenantRecord]:
+    def reconcile_all(self) -> builtins.list[TenantRecord]:
         """Bring every tenant to its desired state (used when the platform starts)."""
         results = []
         for record in self._registry.list():

@@ -45,7 +45,7 @@ class SupervisorClient:
                 sock.settimeout(self._timeout)
                 sock.connect(str(self._path))
                 sock.sendall(payload)
-                chunks = []
+                chunks: list[bytes] = []
                 while not chunks or not chunks[-1].endswith(b"\n"):
                     chunk = sock.recv(65536)
                     if not chunk:

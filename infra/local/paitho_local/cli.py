@@ -14,6 +14,7 @@ from rich.table import Table
 
 from chalicelib.errors import PaithoError
 from chalicelib.registry import TenantRecord
+from chalicelib.tenants import TenantService
 from paitho_local import compose
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Operate a Paitho platform.")
@@ -28,7 +29,7 @@ def _fail(exc: PaithoError) -> None:
     raise typer.Exit(1)
 
 
-def _service():  # type: ignore[no-untyped-def]
+def _service() -> TenantService:
     return compose.tenant_service(compose.settings_for_cli())
 
 
