@@ -7,7 +7,9 @@ from typing import Any
 
 import boto3
 
+from chalicelib.errors import InvalidInput
 from chalicelib.launchers.base import Launcher
+from chalicelib.launchers.ecs import EcsConfig, EcsLauncher
 from chalicelib.lifecycle import Executor
 from chalicelib.registry import Registry
 from chalicelib.routes import RouteTable
@@ -31,3 +33,40 @@ def build_tenant_service(
     registry = registry or build_registry(settings)
     executor = Executor(registry, launcher, routes, settings.domain)
     return TenantService(registry, executor, settings.tenant_version)
+
+
+def ecs_config(settings: Settings) -> EcsConfig:
+    """The ECS launcher's configuration from the PAITHO_ECS_* settings (CloudFormation outputs
+    of infra/aws/tenants.yaml). A missing one is a clear failure, not a silent default."""
+    env = settings.extra
+
+    def need(name: str) -> str:
+        value = env.get(name)
+        if not value:
+            raise InvalidInput(
+                f"{name} is not set; it is an output of the infra/aws/tenants.yaml stack"
+            )
+        return value
+
+    def many(name: str) -> tuple[str, ...]:
+        return tuple(v.strip() for v in need(name).split(",") if v.strip())
+
+    return EcsConfig(
+        cluster=need("PAITHO_ECS_CLUSTER"),
+        subnets=many("PAITHO_ECS_SUBNETS"),
+        security_groups=many("PAITHO_ECS_SECURITY_GROUPS"),
+        image_repository=need("PAITHO_ECS_IMAGE_REPOSITORY"),
+        execution_role_arn=need("PAITHO_ECS_EXECUTION_ROLE_ARN"),
+        task_role_arn=need("PAITHO_ECS_TASK_ROLE_ARN"),
+        infrastructure_role_arn=need("PAITHO_ECS_INFRASTRUCTURE_ROLE_ARN"),
+        kms_key_id=need("PAITHO_ECS_VOLUME_KEY_ARN"),
+        log_group=need("PAITHO_ECS_LOG_GROUP"),
+        aws_region=settings.aws_region,
+        domain=settings.domain,
+    )
+
+
+def build_ecs_launcher(settings: Settings) -> EcsLauncher:
+    return EcsLauncher.from_clients(
+        aws_client(settings, "ecs"), aws_client(settings, "ec2"), ecs_config(settings)
+    )
