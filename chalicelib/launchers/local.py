@@ -142,6 +142,7 @@ class LocalLauncher:
         template = self.template_dir()
         if (template / "PG_VERSION").exists():
             return template
+        pgcluster.check_reachable(self._home, self._ids)
         build = template.with_name(template.name + ".building")
         shutil.rmtree(build.parent / build.name, ignore_errors=True)
         shutil.rmtree(build.with_name(build.name + "-run"), ignore_errors=True)

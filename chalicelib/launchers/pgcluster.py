@@ -91,6 +91,25 @@ def run_as() -> tuple[int, int] | None:
     return entry.pw_uid, entry.pw_gid
 
 
+def check_reachable(path: Path, ids: tuple[int, int] | None) -> None:
+    """Fail clearly when the cluster user cannot reach `path` (e.g. a checkout under /root)."""
+    if ids is None:
+        return
+    uid, gid = ids
+    for parent in [*reversed(path.resolve().parents)]:
+        try:
+            st = parent.stat()
+        except FileNotFoundError:
+            return
+        if st.st_uid == uid or st.st_mode & 0o001 or (st.st_gid == gid and st.st_mode & 0o010):
+            continue
+        raise LaunchError(
+            f"PostgreSQL runs as the unprivileged user {RUN_AS_USER!r}, which cannot enter "
+            f"{parent}; set PAITHO_HOME to a directory it can reach (for example under /srv "
+            "or /var/lib), or run `make up` as a normal user"
+        )
+
+
 def chown_tree(path: Path, ids: tuple[int, int] | None) -> None:
     if ids is None:
         return
