@@ -120,6 +120,8 @@ def check_subdomain(value: str) -> str | None:
         return "Use only lower-case letters a–z, digits 0–9 and hyphens."
     if value[2:4] == "--":
         return "Two hyphens in 3rd and 4th place (as in 'xn--') are reserved for encoded names."
+    if "--" in value:
+        return "Use single hyphens only: two in a row are not allowed."
     if value in RESERVED:
         return f"{value!r} is reserved; choose another subdomain."
     return None

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from argon2 import PasswordHasher
-from chalice.app import Chalice, Response
+from chalice.app import Chalice, Rate, Response
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jinja2 import Environment
 
@@ -186,5 +186,12 @@ def guarded(lazy: Lazy, view: Callable[..., Response]) -> Callable[..., Response
 
 
 def build(app: Chalice, services: ControlPlane | Callable[[], ControlPlane]) -> None:
-    """Register the control plane's web routes on `app`."""
-    register_routes(app, Lazy(services), guarded)
+    """Register the control plane's web routes, and the hourly billing clock, on `app`."""
+    lazy = Lazy(services)
+    register_routes(app, lazy, guarded)
+
+    @app.schedule(Rate(1, unit=Rate.HOURS), name="billing_tick")
+    def billing_tick(event: Any) -> None:
+        """Grace expiry → suspension, notice expiry → deletion (locally: call billing.tick())."""
+        changed = lazy.get().billing.tick()
+        log.info("billing tick over %d subscriptions", len(changed))

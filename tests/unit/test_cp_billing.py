@@ -143,3 +143,20 @@ def test_mark_paid_is_idempotent() -> None:
     cp.manual.mark_paid("acme")
     assert cp.billing.get("acme").state == "active"
     assert [op for op, _ in tenants.calls] == ["create"]
+
+
+def test_the_hourly_schedule_runs_the_billing_clock() -> None:
+    """Invoking the billing_tick Lambda suspends a subscription whose grace is over."""
+    from tests.cp_support import client_for
+
+    tenants = FakeTenants()
+    cp = plane(tenants=tenants)
+    tenants.create("acme")
+    cp.billing.start_trial("acme", "ann@example.com", "pro")
+    cp.billing.apply("acme", "payment_failed", "test")
+    cp.clock.advance(GRACE)
+    client = client_for(cp)
+    client.lambda_.invoke(
+        "billing_tick", client.events.generate_cw_event("Scheduled Event", "aws.events", {}, [])
+    )
+    assert tenants.records["acme"].state == "suspended"

@@ -36,6 +36,7 @@ def test_valid_subdomains_pass(value: str) -> None:
         ("Acme", "lower-case letters only"),
         ("xn--acme", "reserved for encoded names"),
         ("ab--cd", "reserved for encoded names"),
+        ("acme--eu", "single hyphens"),
         ("аcme", "look-alike"),  # Cyrillic а
         ("ａｃｍｅ", "look-alike characters"),  # full-width
         ("acme\x00", "not text"),
@@ -157,3 +158,13 @@ def test_no_input_raises(junk: str) -> None:
     """Empty, huge, binary, markup, SQL and odd Unicode in every field give messages, not errors."""
     form, errors = validate_signup({name: junk for name in signup_fields()})
     assert form is None and errors
+
+
+def test_signup_rules_agree_with_the_tenant_service() -> None:
+    """Whatever signup accepts, TenantService.create accepts too (reserved names included)."""
+    from chalicelib.tenants import RESERVED_SLUGS, validate_slug
+
+    assert RESERVED_SLUGS <= RESERVED
+    for candidate in ("abc", "acme-eu", "a1b2c3", "x" * 40, "9lives", "acme--eu", "ab-", "ab"):
+        if check_subdomain(candidate) is None:
+            assert validate_slug(candidate) == candidate
