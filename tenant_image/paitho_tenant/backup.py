@@ -145,6 +145,10 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
+def now_iso() -> str:
+    return _iso(datetime.now(UTC))
+
+
 def object_name(tenant: str, moment: datetime) -> str:
     return f"{tenant}/{tenant}-{moment.astimezone(UTC).strftime('%Y%m%dT%H%M%S%fZ')}{SUFFIX}"
 

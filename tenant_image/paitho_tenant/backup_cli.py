@@ -8,11 +8,11 @@ The lead wires them into cli.py with `register(subparsers)` and dispatches with 
     restore --from URL --private-key FILE --data-dir DIR
     export-bundle --from URL --image REF --out FILE
 
-In a scheduled run (Step Functions), the environment carries PAITHO_TASK_TOKEN and the outcome
-is sent back with SendTaskSuccess/SendTaskFailure; that token is a callback handle, not a secret
-of the customer. The database comes from --db or PAITHO_TENANT_DB; the tenant slug from --tenant
-or PAITHO_TENANT_SLUG; destination and recipient may also come from PAITHO_BACKUP_TO and
-PAITHO_BACKUP_RECIPIENT (both public: a URL and a public key).
+In a scheduled run (Step Functions), the environment carries PAITHO_TASK_TOKEN and the result
+is sent back with SendTaskSuccess (outcome succeeded or failed); that token is a callback
+handle, not a secret of the customer. The database comes from --db or PAITHO_TENANT_DB; the
+tenant slug from --tenant or PAITHO_TENANT_SLUG; destination and recipient may also come from
+PAITHO_BACKUP_TO and PAITHO_BACKUP_RECIPIENT (both public: a URL and a public key).
 """
 
 from __future__ import annotations
@@ -61,52 +61,57 @@ def register(subparsers: Any) -> None:
     bundle.add_argument("--out", required=True, type=Path)
 
 
-def _report_to_step_functions(token: str, result_json: str, ok: bool) -> None:
+def _report_to_step_functions(token: str, result_json: str) -> None:
+    """Every finished run answers SendTaskSuccess with its metadata-only result (outcome
+    succeeded or failed, with the reason); the state machine records it either way."""
     import boto3
 
-    sfn = boto3.client("stepfunctions")
-    if ok:
-        sfn.send_task_success(taskToken=token, output=result_json)
-    else:
-        fields = json.loads(result_json)
-        sfn.send_task_failure(
-            taskToken=token,
-            error=f"Backup.{fields.get('error', 'Failed')}",
-            cause=str(fields.get("reason", ""))[:1000],
-        )
+    boto3.client("stepfunctions").send_task_success(taskToken=token, output=result_json)
 
 
-def cmd_backup(args: argparse.Namespace, report: Callable[[str, str, bool], None]) -> int:
+def cmd_backup(args: argparse.Namespace, report: Callable[[str, str], None]) -> int:
     from chalicelib.launchers.pgcluster import find_bindir
-    from paitho_tenant.backup import BackupJob, load_public_key
+    from paitho_tenant.backup import BackupJob, BackupResult, load_public_key, now_iso
 
     missing = [
-        n
-        for n, v in (
+        name
+        for name, value in (
             ("--to", args.to),
             ("--recipient", args.recipient),
             ("--db", args.db),
             ("--tenant", args.tenant),
         )
-        if not v
+        if not value
     ]
     if missing:
         print(f"paitho-tenant backup: missing {', '.join(missing)}", file=sys.stderr)
         return 2
-    job = BackupJob(
-        tenant=args.tenant,
-        conninfo=args.db,
-        public_pem=load_public_key(args.recipient),
-        bindir=find_bindir(),
-        compress=args.compress,
-    )
-    kind = parse_url(args.to).kind
-    result = job.run(lambda: open_destination(args.to), kind, args.attempts, args.backoff)
+    try:
+        kind = parse_url(args.to).kind
+        job = BackupJob(
+            tenant=args.tenant,
+            conninfo=args.db,
+            public_pem=load_public_key(args.recipient),
+            bindir=find_bindir(),
+            compress=args.compress,
+        )
+        result = job.run(lambda: open_destination(args.to), kind, args.attempts, args.backoff)
+    except BackupError as exc:  # the request itself cannot work: report it, do not retry
+        stamp = now_iso()
+        result = BackupResult(
+            tenant=args.tenant,
+            started_at=stamp,
+            finished_at=stamp,
+            destination_kind=args.to.split(":", 1)[0],
+            outcome="failed",
+            error=type(exc).__name__,
+            reason=exc.message,
+        )
     line = result.to_json()
     print(line, flush=True)
     token = os.environ.get(TOKEN_ENV)
     if token:
-        report(token, line, result.outcome == "succeeded")
+        report(token, line)
     return 0 if result.outcome == "succeeded" else 1
 
 
@@ -137,7 +142,7 @@ def cmd_export_bundle(args: argparse.Namespace) -> int:
     return 0
 
 
-def run(args: argparse.Namespace, report: Callable[[str, str, bool], None] | None = None) -> int:
+def run(args: argparse.Namespace, report: Callable[[str, str], None] | None = None) -> int:
     """Dispatch a parsed backup/restore/export-bundle command; return the exit code."""
     try:
         if args.command == "backup":

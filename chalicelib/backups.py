@@ -1,0 +1,325 @@
+"""The scheduled tenant jobs (backup, retention) as seen from the control plane.
+
+    EventBridge Scheduler ─> state machine (infra/aws/backup.asl.json, retention.asl.json)
+        ListTenants   aws-sdk:dynamodb:scan of the registry (running tenants, slugs only)
+        Map (bounded) per tenant:
+            sqs:sendMessage.waitForTaskToken  {tenant, job, token}  ─> jobs queue
+                └─ dispatcher Lambda (`dispatch_jobs` here) asks a JobRunner to start the
+                   tenant's own task (ECS RunTask of its task definition, or a local process)
+                   with the token; the task does the work inside the tenant's boundary and
+                   answers SendTaskSuccess / SendTaskFailure with metadata only
+            Retry with backoff, Catch ─> dynamodb:putItem into the ledger (succeeded | failed)
+
+Why a queue and not `ecs:runTask.waitForTaskToken` straight from the state machine: the
+dispatcher keeps the state machine independent of the launcher (ECS in AWS, local processes in
+`make up`), and moto, which the tests execute the exact definitions on, does not translate the
+optimized ECS integration's parameters (it passes `Cluster` to boto3 unchanged).
+
+The ledger holds, per tenant and run: time, size, SHA-256 of the ciphertext, destination kind,
+outcome and error reason. No content, no key. Every write from Python goes through
+`_check_allowed`; the state machines' putItem states use only allowlisted names (a unit test
+reads them from the .asl.json files), and a functional test scans the table.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import json
+import logging
+import os
+import subprocess
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib.errors import InvalidInput, LaunchError, RegistryError
+from chalicelib.registry import now_iso
+
+log = logging.getLogger(__name__)
+
+JOBS = ("backup", "retention")
+OUTCOMES = ("succeeded", "failed")
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One outcome of one job for one tenant. Every field name is an allowlisted attribute."""
+
+    tenant: str
+    recorded_at: str
+    job: str
+    outcome: str
+    execution: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    size: int | None = None
+    sha256: str | None = None
+    destination_kind: str | None = None
+    error: str | None = None
+    reason: str | None = None
+    stage_runs_shredded: int | None = None
+    audit_segments_pruned: int | None = None
+    backups_deleted: int | None = None
+
+
+LEDGER_ATTRIBUTES: frozenset[str] = frozenset(f.name for f in dataclasses.fields(LedgerEntry))
+_INT_FIELDS = ("size", "stage_runs_shredded", "audit_segments_pruned", "backups_deleted")
+MAX_REASON = 1000
+
+
+def _check_allowed(names: Iterable[str]) -> None:
+    extra = sorted(set(names) - LEDGER_ATTRIBUTES)
+    if extra:
+        raise RegistryError(f"refusing to store non-allowlisted ledger attributes: {extra}")
+
+
+_ser = TypeSerializer()
+_de = TypeDeserializer()
+
+
+def _from_item(item: Mapping[str, Any]) -> LedgerEntry:
+    plain = {k: _de.deserialize(v) for k, v in item.items() if k in LEDGER_ATTRIBUTES}
+    for key in _INT_FIELDS:
+        if key in plain:
+            plain[key] = int(plain[key])
+    return LedgerEntry(**plain)
+
+
+class BackupLedger:
+    """Typed gateway over the ledger table (hash key tenant, range key recorded_at)."""
+
+    def __init__(self, dynamodb: Any, table: str, clock: Callable[[], str] = now_iso) -> None:
+        self._db = dynamodb
+        self._table = table
+        self._clock = clock
+
+    def ensure_table(self) -> None:
+        """CloudFormation creates it in AWS; `make up` and the tests call this."""
+        try:
+            self._db.create_table(
+                TableName=self._table,
+                AttributeDefinitions=[
+                    {"AttributeName": "tenant", "AttributeType": "S"},
+                    {"AttributeName": "recorded_at", "AttributeType": "S"},
+                ],
+                KeySchema=[
+                    {"AttributeName": "tenant", "KeyType": "HASH"},
+                    {"AttributeName": "recorded_at", "KeyType": "RANGE"},
+                ],
+                BillingMode="PAY_PER_REQUEST",
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ResourceInUseException":
+                raise RegistryError(f"could not create the backup ledger table: {exc}") from exc
+
+    def record(self, entry: LedgerEntry) -> LedgerEntry:
+        if entry.job not in JOBS or entry.outcome not in OUTCOMES:
+            raise InvalidInput(f"unknown job {entry.job!r} or outcome {entry.outcome!r}")
+        if not entry.recorded_at:
+            entry = dataclasses.replace(entry, recorded_at=self._clock())
+        if entry.reason is not None and len(entry.reason) > MAX_REASON:
+            entry = dataclasses.replace(entry, reason=entry.reason[:MAX_REASON])
+        values = {k: v for k, v in dataclasses.asdict(entry).items() if v is not None}
+        _check_allowed(values)
+        try:
+            self._db.put_item(
+                TableName=self._table, Item={k: _ser.serialize(v) for k, v in values.items()}
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise RegistryError(f"could not write to the backup ledger: {exc}") from exc
+        return entry
+
+    def record_result(self, result: Mapping[str, Any], job: str = "backup") -> LedgerEntry:
+        """Record a tenant's reported result (the JSON line `paitho-tenant backup` prints);
+        anything outside the allowlist in it is dropped, not stored."""
+        fields = {k: v for k, v in result.items() if k in LEDGER_ATTRIBUTES}
+        fields.setdefault("recorded_at", "")
+        return self.record(LedgerEntry(job=job, **fields))
+
+    def list(self, tenant: str, limit: int = 50) -> list[LedgerEntry]:
+        """A tenant's entries, newest first."""
+        try:
+            resp = self._db.query(
+                TableName=self._table,
+                KeyConditionExpression="tenant = :t",
+                ExpressionAttributeValues={":t": {"S": tenant}},
+                ScanIndexForward=False,
+                Limit=limit,
+                ConsistentRead=True,
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise RegistryError(f"the backup ledger is unavailable: {exc}") from exc
+        return [_from_item(item) for item in resp.get("Items", [])]
+
+    def raw_items(self) -> builtins.list[dict[str, Any]]:
+        """Every stored item as plain values (for the allowlist proof)."""
+        items: builtins.list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"TableName": self._table, "ConsistentRead": True}
+        while True:
+            resp = self._db.scan(**kwargs)
+            items += [{k: _de.deserialize(v) for k, v in i.items()} for i in resp["Items"]]
+            if "LastEvaluatedKey" not in resp:
+                return items
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+
+# -- the dispatcher: queue message -> the tenant's own task -------------------------------------
+@dataclass(frozen=True)
+class JobRequest:
+    tenant: str
+    job: str
+    token: str
+    execution: str = ""
+
+
+def parse_job_message(body: str) -> JobRequest:
+    try:
+        data = json.loads(body)
+        request = JobRequest(
+            tenant=str(data["tenant"]),
+            job=str(data["job"]),
+            token=str(data["token"]),
+            execution=str(data.get("execution", "")),
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidInput("a job message needs tenant, job and token") from exc
+    if request.job not in JOBS:
+        raise InvalidInput(f"unknown job {request.job!r}")
+    return request
+
+
+class JobRunner(Protocol):
+    def start(self, request: JobRequest) -> str:
+        """Start the tenant's own task for the job; return a handle. Raise LaunchError."""
+        ...
+
+
+TOKEN_ENV = "PAITHO_TASK_TOKEN"  # noqa: S105 (the name of a variable)
+
+
+class EcsJobRunner:
+    """Runs `paitho-tenant <job>` as a one-off task of the tenant's own task definition, so
+    the work happens inside its boundary (its volume, its network, its task role)."""
+
+    def __init__(
+        self,
+        ecs: Any,
+        cluster: str,
+        subnets: list[str],
+        security_groups: list[str],
+        family_prefix: str = "paitho-tenant-",
+        container: str = "app",
+    ) -> None:
+        self._ecs, self._cluster = ecs, cluster
+        self._subnets, self._security_groups = subnets, security_groups
+        self._family_prefix, self._container = family_prefix, container
+
+    def start(self, request: JobRequest) -> str:
+        try:
+            resp = self._ecs.run_task(
+                cluster=self._cluster,
+                taskDefinition=f"{self._family_prefix}{request.tenant}",
+                launchType="FARGATE",
+                startedBy=f"paitho-{request.job}",
+                networkConfiguration={
+                    "awsvpcConfiguration": {
+                        "subnets": self._subnets,
+                        "securityGroups": self._security_groups,
+                        "assignPublicIp": "DISABLED",
+                    }
+                },
+                overrides={
+                    "containerOverrides": [
+                        {
+                            "name": self._container,
+                            "command": ["paitho-tenant", request.job],
+                            "environment": [{"name": TOKEN_ENV, "value": request.token}],
+                        }
+                    ]
+                },
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise LaunchError(f"could not start the {request.job} task: {exc}") from exc
+        if resp.get("failures") or not resp.get("tasks"):
+            reasons = ", ".join(f.get("reason", "?") for f in resp.get("failures", []))
+            raise LaunchError(f"ECS did not start the {request.job} task: {reasons or 'no task'}")
+        return str(resp["tasks"][0]["taskArn"])
+
+
+class SubprocessJobRunner:
+    """The local platform's runner: `paitho-tenant <job>` as a process with the tenant's
+    environment (its database, its destination and recipient) and the callback token."""
+
+    def __init__(
+        self,
+        command_for: Callable[[JobRequest], tuple[list[str], dict[str, str]]],
+        spawn: Callable[..., subprocess.Popen[bytes]] = subprocess.Popen,
+    ) -> None:
+        self._command_for = command_for
+        self._spawn = spawn
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self, request: JobRequest) -> str:
+        argv, env = self._command_for(request)  # raises LaunchError for an unknown tenant
+        proc = self._spawn(
+            argv,
+            env={**os.environ, **env, TOKEN_ENV: request.token},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.processes.append(proc)
+        return f"pid:{proc.pid}"
+
+    def wait(self, timeout: float = 120) -> None:
+        for proc in self.processes:
+            proc.wait(timeout)
+
+
+def dispatch_jobs(records: Iterable[Mapping[str, Any]], runner: JobRunner, sfn: Any) -> list[str]:
+    """The SQS-triggered Lambda body: start each tenant's task, or fail its token at once.
+
+    Returns the message ids that should be retried by SQS (batch item failures): only those
+    whose failure could not even be reported to Step Functions."""
+    retry: list[str] = []
+    for record in records:
+        message_id = str(record.get("messageId", ""))
+        try:
+            request = parse_job_message(str(record.get("body", "")))
+        except InvalidInput as exc:
+            log.error(json.dumps({"event": "bad_job_message", "reason": exc.message}))
+            continue  # malformed: retrying cannot help
+        try:
+            handle = runner.start(request)
+            log.info(json.dumps({"event": "job_started", "tenant": request.tenant,
+                                 "job": request.job, "handle": handle}))  # fmt: skip
+        except LaunchError as exc:
+            log.warning(json.dumps({"event": "job_not_started", "tenant": request.tenant,
+                                    "job": request.job, "reason": exc.message}))  # fmt: skip
+            try:
+                sfn.send_task_failure(
+                    taskToken=request.token,
+                    error="Job.TaskNotStarted",
+                    cause=exc.message[:MAX_REASON],
+                )
+            except (ClientError, BotoCoreError):
+                log.exception("could not report a job that did not start")
+                retry.append(message_id)
+    return retry
+
+
+def poll_jobs(sqs: Any, queue_url: str, runner: JobRunner, sfn: Any, wait_s: int = 1) -> int:
+    """One long poll of the jobs queue (the local platform's stand-in for the Lambda event
+    source mapping). Returns the number of messages handled."""
+    resp = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait_s)
+    messages = resp.get("Messages", [])
+    records = [{"messageId": m["MessageId"], "body": m["Body"]} for m in messages]
+    retry = set(dispatch_jobs(records, runner, sfn))
+    for message in messages:
+        if message["MessageId"] not in retry:
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+    return len(messages)
