@@ -1,5 +1,7 @@
 """HTTP edge helpers: parse a form body safely, render a template, build responses with the
-security headers every page carries (strict CSP, no referrer, no framing, no caching)."""
+security headers every page carries (strict CSP, no referrer to other sites, no framing, no
+caching). The referrer policy is same-origin, not no-referrer: under no-referrer browsers send
+`Origin: null` on form posts, and the origin check below needs the real origin."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ SECURITY_HEADERS = {
         "frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
 }
@@ -91,7 +93,8 @@ def form_fields(raw_body: bytes | None, max_bytes: int) -> dict[str, str]:
 
 
 def check_origin(headers: Mapping[str, str], scheme: str) -> None:
-    """Refuse a cross-site form post: a present Origin (or Referer) must name this host."""
+    """Refuse a cross-site form post: a present Origin (or Referer) must name this host.
+    `Origin: null` (sandboxed frames, no-referrer pages) is refused too."""
     host = headers.get("host", "")
     origin = headers.get("origin") or headers.get("referer")
     if not origin:

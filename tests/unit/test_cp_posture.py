@@ -77,12 +77,12 @@ def test_security_txt_follows_rfc_9116(cp) -> None:  # type: ignore[no-untyped-d
 
 
 def test_every_page_carries_the_strict_headers(cp) -> None:  # type: ignore[no-untyped-def]
-    """HTML pages send a strict CSP, no-referrer, DENY framing and load no third-party asset."""
+    """HTML pages send a strict CSP, same-origin referrers, DENY framing, no third-party asset."""
     client = client_for(cp)
     for path in ("/", "/signup", "/login", "/trust", "/changelog", "/status", "/hall-of-fame"):
         resp = client.http.get(path)
         assert "default-src 'none'" in resp.headers["Content-Security-Policy"]
-        assert resp.headers["Referrer-Policy"] == "no-referrer"
+        assert resp.headers["Referrer-Policy"] == "same-origin"
         assert resp.headers["X-Frame-Options"] == "DENY"
         assert not re.search(rb'(src|href)="(https?:)?//', resp.body)
 

@@ -229,3 +229,25 @@ def test_signups_from_one_address_are_rate_limited(mailer: MemoryMailer) -> None
         )
     first = post_form(client, "/signup", signup_fields(email="x"))
     assert first.status_code == 429 and first.headers["Retry-After"] == "2"
+
+
+def test_a_null_origin_post_is_refused(client, mailer: MemoryMailer) -> None:  # type: ignore[no-untyped-def]
+    """`Origin: null` (a sandboxed frame or a no-referrer page elsewhere) is refused with 403."""
+    csrf = csrf_from(client.http.get("/signup", headers=HOST).body)
+    resp = client.http.post(
+        "/signup",
+        headers={**FORM_HEADERS, "Origin": "null"},
+        body=urlencode({"csrf": csrf, **signup_fields()}).encode(),
+    )
+    assert resp.status_code == 403 and mailer.outbox == []
+
+
+def test_a_same_origin_post_is_accepted(client, mailer: MemoryMailer) -> None:  # type: ignore[no-untyped-def]
+    """The browser's own Origin for this host passes the check."""
+    csrf = csrf_from(client.http.get("/signup", headers=HOST).body)
+    resp = client.http.post(
+        "/signup",
+        headers={**FORM_HEADERS, "Origin": "http://localhost:8000"},
+        body=urlencode({"csrf": csrf, **signup_fields()}).encode(),
+    )
+    assert resp.status_code == 200 and len(mailer.outbox) == 1
