@@ -7,7 +7,7 @@ the same parameters hits the tenant's port directly and through the edge with
 round gives a ratio and a p99 difference; the figures are their medians, so load from elsewhere
 on a shared machine drifting between rounds does not decide the result.
 
-    wrk -t1 -c16 -d6s --latency   (one wrk thread: leaves a core for the servers on 2 cores)
+    wrk -t1 -c16 -d3s --latency   (one wrk thread: leaves a core for the servers on 2 cores)
 
 Figures (bench/results.json):
     edge_rps_ratio      requests/s through the edge / direct            target >= 0.9
@@ -42,8 +42,8 @@ from chalicelib.routes import HAProxyRoutes
 
 WRK_THREADS = 1
 WRK_CONNECTIONS = 16
-WRK_SECONDS = 6
-ROUNDS = 5
+WRK_SECONDS = 3
+ROUNDS = 10
 LIVE_SAMPLES = 10
 PATH = "/healthz"
 

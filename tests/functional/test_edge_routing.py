@@ -365,7 +365,7 @@ def test_edge_config_is_valid_and_start_failures_are_explained(edge_home: Path) 
     try:
         files = edge.render_config(edge_home, ("127.0.0.1", busy[1]), ("127.0.0.1", free_port()))
         edge.check_config(files)
-        with pytest.raises(edge.LaunchError, match="edge"):
+        with pytest.raises(edge.LaunchError, match="Address already in use"):
             edge.spawn(files, timeout=5)
     finally:
         busy[0].shutdown()

@@ -202,6 +202,7 @@ def spawn(files: EdgeFiles, timeout: float = 10.0) -> subprocess.Popen[bytes]:
     `haproxy.log` next to the configuration."""
     log_path = files.cfg_path.with_name("haproxy.log")
     with open(log_path, "ab") as err:
+        offset = err.tell()
         proc = subprocess.Popen(
             haproxy_argv(files),
             stdin=subprocess.DEVNULL,
@@ -213,10 +214,11 @@ def spawn(files: EdgeFiles, timeout: float = 10.0) -> subprocess.Popen[bytes]:
         wait_ready(files, timeout, proc)
     except LaunchError as exc:
         stop(proc)
-        alerts = [ln for ln in log_path.read_text(errors="replace").splitlines() if "ALERT" in ln]
-        raise LaunchError(
-            f"{exc.message}: {alerts[-1] if alerts else 'see ' + str(log_path)}"
-        ) from exc
+        with open(log_path, "rb") as log:
+            log.seek(offset)
+            lines = log.read().decode(errors="replace").splitlines()
+        alerts = [line for line in lines if "ALERT" in line] or [f"see {log_path}"]
+        raise LaunchError(f"{exc.message}: {alerts[0]}") from exc
     return proc
 
 
