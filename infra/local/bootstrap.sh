@@ -41,6 +41,7 @@ command -v ssh-keygen >/dev/null || missing+=(openssh-client)
 [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v wrk >/dev/null || missing+=(wrk)
+[ -x /usr/sbin/dovecot ] || missing+=(dovecot-imapd)
 command -v chromium >/dev/null || missing+=(chromium)  # control-plane browser tests (Playwright drives it)
 if [ "${#missing[@]}" -gt 0 ]; then
   log "installing distribution packages: ${missing[*]}"
