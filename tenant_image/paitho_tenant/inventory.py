@@ -2,10 +2,15 @@
 and how long it is kept. Tests hold the schema to it (a column missing here fails the build;
 a column declared encrypted that holds anything but pgcrypto AES-256 ciphertext fails the
 build), and `/trust` renders its summary table from it.
+
+Other areas that add tables through their own migrations declare them in a module listed in
+EXTENSION_MODULES (a module-level `TABLES: tuple[Table, ...]`); they are part of `TABLES` here.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,7 +63,7 @@ def _meta(*names: str) -> tuple[Column, ...]:
     return tuple(Column(n, METADATA) for n in names)
 
 
-TABLES: tuple[Table, ...] = (
+CORE_TABLES: tuple[Table, ...] = (
     Table(
         "leads",
         "Lead records",
@@ -234,6 +239,22 @@ TABLES: tuple[Table, ...] = (
     ),
 )
 
+EXTENSION_MODULES = ("paitho_tenant.outbound.inventory",)
+
+
+def _extension_tables() -> tuple[Table, ...]:
+    found: list[Table] = []
+    for name in EXTENSION_MODULES:
+        try:
+            spec = importlib.util.find_spec(name)
+        except ModuleNotFoundError:
+            spec = None
+        if spec is not None:
+            found.extend(importlib.import_module(name).TABLES)
+    return tuple(found)
+
+
+TABLES = CORE_TABLES + _extension_tables()
 BY_NAME = {t.name: t for t in TABLES}
 
 
@@ -261,7 +282,9 @@ def schema_drift(conn: psycopg.Connection[Any]) -> list[str]:
     live = {(str(r[0]), str(r[1])) for r in rows}
     declared = {(t.name, c.name) for t in TABLES for c in t.columns}
     problems = [
-        f"{t}.{c} is in the schema but not in the inventory" for t, c in sorted(live - declared)
+        f"{t}.{c} is in the schema but not in the inventory (declare it in "
+        "paitho_tenant.inventory or a module in its EXTENSION_MODULES)"
+        for t, c in sorted(live - declared)
     ]
     problems += [
         f"{t}.{c} is in the inventory but not in the schema" for t, c in sorted(declared - live)

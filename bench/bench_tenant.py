@@ -1,0 +1,175 @@
+"""Lead import with encryption and blind index, against a plain COPY in the same run; unlock.
+
+One fresh tenant cluster (initdb, the trust settings, `migrate`, a vault set up). The bench
+generates a 100,000-row lead CSV in memory, then in the same run, per round:
+
+    import (end to end)  csvimport.LeadCsvReader -> leads.import_rows from the CSV bytes:
+                         detection, validation, blind-index dedup, pgp_sym_encrypt of email and
+                         profile (s2k-mode=1, aes256), one transaction
+    store                leads.import_rows over the same rows already parsed: blind index,
+                         dedup, encryption, insert
+    COPY rows            the same parsed rows written with COPY ... FROM STDIN (write_row) into
+                         an unencrypted table with one column per field
+    COPY csv             the CSV bytes themselves COPY'd (FORMAT csv) into that table
+
+Figures (bench/results.json):
+    import_leads_per_s        leads/s of the end-to-end import            (median of ROUNDS)
+    import_ratio_vs_copy      store leads/s / COPY rows rows/s: encrypted, indexed storage
+                              against plain COPY of the same rows         target >= 0.25
+    import_e2e_ratio_vs_copy  end-to-end import / COPY csv: adds CSV parsing and validation
+    unlock_s                  Vault.unlock: settings check + the slow-S2K unwrap (median)
+
+Run: .venv/bin/python -m bench bench_tenant
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import psycopg
+from paitho_tenant import migrate, workspaces
+from paitho_tenant.crypto import DataKey, generate_passphrase
+from paitho_tenant.csvimport import LeadCsvReader, LeadRow, RowError
+from paitho_tenant.db import app_conninfo, workspace_tx
+from paitho_tenant.leads import import_rows
+from paitho_tenant.vault import Vault
+
+from bench.common import median, record
+from chalicelib.launchers import pgcluster
+
+ROWS = 100_000
+ROUNDS = 3
+UNLOCKS = 5
+HEADER = ["Email Address", "First Name", "Last Name", "Company", "Job Title", "City", "Country"]
+_FIRST = ["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken", "Radia", "Tim"]
+_LAST = ["Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson"]
+_CITY = ["Berlin", "Lyon", "Austin", "Leeds", "Porto", "Boston", "Gdansk", "Turin"]
+
+
+def make_csv(rows: int, seed: int) -> bytes:
+    rng = random.Random(seed)
+    out = io.StringIO()
+    out.write(",".join(HEADER) + "\r\n")
+    for n in range(rows):
+        first, last = rng.choice(_FIRST), rng.choice(_LAST)
+        out.write(
+            f"{first.lower()}.{last.lower()}.{seed}.{n}@example{n % 97}.com,{first},{last},"
+            f"Company {n % 5000} Ltd,Head of Things,{rng.choice(_CITY)},DE\r\n"
+        )
+    return out.getvalue().encode()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def main() -> None:
+    root = Path(tempfile.mkdtemp(prefix="paitho-bench-tenant-"))
+    os.chmod(root, 0o755)  # noqa: S103  (the unprivileged cluster user must traverse it)
+    bindir, ids = pgcluster.find_bindir(), pgcluster.run_as()
+    cluster = pgcluster.Cluster(root / "pgdata", root / "run", _free_port())
+    pgcluster.initdb(cluster.data_dir, bindir, ids)
+    proc = pgcluster.start(cluster, bindir, ids)
+    try:
+        admin = cluster.conninfo()
+        migrate.migrate(admin)
+        passphrase = generate_passphrase()
+        with psycopg.connect(app_conninfo(admin), autocommit=True) as conn:
+            key, _ = Vault().initialise(conn, passphrase)
+        with psycopg.connect(cluster.conninfo("paitho"), autocommit=True) as conn:
+            conn.execute(
+                "CREATE TABLE plain_leads (email text, first_name text, last_name text,"
+                " company text, title text, city text, country text)"
+            )
+        e2e, store, copy_rows, copy_csv = [], [], [], []
+        for round_no in range(ROUNDS):
+            data = make_csv(ROWS, seed=round_no)
+            copy_csv.append(_copy_csv(cluster, data))
+            parsed = list(LeadCsvReader(io.BytesIO(data)).rows())
+            copy_rows.append(_copy_rows(cluster, parsed))
+            store.append(_import(admin, key, parsed, f"store{round_no}"))
+            e2e.append(_import(admin, key, data, f"e2e{round_no}"))
+        unlock_times = []
+        for _ in range(UNLOCKS):
+            with psycopg.connect(app_conninfo(admin), autocommit=True) as conn:
+                started = time.perf_counter()
+                Vault().unlock(conn, passphrase, actor="bench")
+                unlock_times.append(time.perf_counter() - started)
+        t_e2e, t_store = median(e2e), median(store)
+        t_rows, t_csv = median(copy_rows), median(copy_csv)
+        record("import_leads_per_s", ROWS / t_e2e, "leads/s", t_csv / t_e2e)
+        record("import_ratio_vs_copy", t_rows / t_store, "ratio", t_rows / t_store)
+        record("import_store_leads_per_s", ROWS / t_store, "leads/s", t_rows / t_store)
+        record("import_e2e_ratio_vs_copy", t_csv / t_e2e, "ratio", t_csv / t_e2e)
+        record("import_copy_rows_per_s", ROWS / t_rows, "rows/s")
+        record("unlock_s", median(unlock_times), "s")
+    finally:
+        pgcluster.stop(proc)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _copy_rows(cluster: pgcluster.Cluster, parsed: list[LeadRow | RowError]) -> float:
+    fields = ("email", "first_name", "last_name", "company", "title", "city", "country")
+    with psycopg.connect(cluster.conninfo("paitho")) as conn:
+        started = time.perf_counter()
+        with (
+            conn.cursor() as cur,
+            cur.copy(
+                "COPY plain_leads (email, first_name, last_name, company, title, city, country)"
+                " FROM STDIN"
+            ) as copy,
+        ):
+            for row in parsed:
+                if isinstance(row, LeadRow):
+                    copy.write_row([row.fields.get(f) for f in fields])
+        conn.commit()
+        return time.perf_counter() - started
+
+
+def _copy_csv(cluster: pgcluster.Cluster, data: bytes) -> float:
+    with psycopg.connect(cluster.conninfo("paitho")) as conn:
+        started = time.perf_counter()
+        with (
+            conn.cursor() as cur,
+            cur.copy("COPY plain_leads FROM STDIN (FORMAT csv, HEADER true)") as copy,
+        ):
+            view = memoryview(data)
+            for offset in range(0, len(data), 1 << 16):
+                copy.write(view[offset : offset + (1 << 16)])
+        conn.commit()
+        return time.perf_counter() - started
+
+
+def _import(
+    admin: str, key: DataKey, source: bytes | list[LeadRow | RowError], workspace: str
+) -> float:
+    with psycopg.connect(app_conninfo(admin), autocommit=True) as conn:
+        workspace_id = int(workspaces.create(conn, workspace, "eu")["id"])
+        started = time.perf_counter()
+        if isinstance(source, bytes):
+            rows: Iterable[LeadRow | RowError] = LeadCsvReader(io.BytesIO(source)).rows()
+        else:
+            rows = source
+        result = import_rows(conn, key, workspace_id, rows)
+        elapsed = time.perf_counter() - started
+        if result.imported != ROWS:
+            raise RuntimeError(f"imported {result.imported} of {ROWS} rows")
+        with workspace_tx(conn, workspace_id):
+            row = conn.execute("SELECT count(*) FROM leads").fetchone()
+        if row is None or row[0] != ROWS:
+            raise RuntimeError("lead count after import is wrong")
+        return elapsed
+
+
+if __name__ == "__main__":
+    main()
