@@ -1,9 +1,11 @@
-"""The control plane's Chalice app: routes only. Services are built by the composition root
-(`chalicelib.factory.control_plane()`), on the first request, never at import time."""
+"""The control plane's Chalice app: routes only. Services are built on the first request, never
+at import time: by the provider the local platform injects with `use(...)` (`paitho up` serves
+this app in-process), or else by the composition root, `chalicelib.factory.control_plane()`."""
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 
 from chalice.app import Chalice
 
@@ -11,8 +13,17 @@ from chalicelib import webapp
 
 app = Chalice(app_name="paitho-control-plane")
 
+_provider: list[Callable[[], webapp.ControlPlane]] = []
+
+
+def use(provider: Callable[[], webapp.ControlPlane]) -> None:
+    """Inject how to build the ControlPlane (call before the first request is served)."""
+    _provider[:] = [provider]
+
 
 def _services() -> webapp.ControlPlane:
+    if _provider:
+        return _provider[0]()
     factory = importlib.import_module("chalicelib.factory")
     control_plane: webapp.ControlPlane = factory.control_plane()
     return control_plane

@@ -7,14 +7,20 @@ links mailed before a restart stop working, and nothing is ever written to disk.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from chalicelib.billing import Subscription
 from chalicelib.cpconfig import CpConfig, Secret, TableNames
+from chalicelib.errors import PlatformUnavailable
 from chalicelib.mailer import Mailer, SesMailer, SmtpMailer
+from chalicelib.mailsink import MailSink, start_mail_sink
 from chalicelib.ports import TenantPort
 from chalicelib.settings import Settings
 from chalicelib.stores import dynamo_stores, ensure_tables
@@ -98,3 +104,60 @@ def aws_control_plane(
     """AWS: DynamoDB tables made by CloudFormation (ensure is a no-op), mail through SES."""
     config = cp_config(settings, keys, mail_from=sender, **overrides)
     return _wire(config, keys, dynamodb, tenants, SesMailer(ses, sender))
+
+
+# -- the local platform (`paitho up`, `paitho billing mark-paid`) ----------------------------
+def sink_port_file(home: Path) -> Path:
+    return home / "run" / "mailsink.port"
+
+
+@dataclass
+class LocalControlPlane:
+    """What `paitho up` keeps: the mail sink handle; `stop()` ends it."""
+
+    sink: MailSink
+
+    def stop(self) -> None:
+        self.sink.stop()
+        with contextlib.suppress(OSError):
+            sink_port_file(self.sink.directory.parent).unlink()
+
+
+def start_local_control_plane(
+    settings: Settings,
+    tenants: TenantPort,
+    dynamodb: Any,
+    use: Callable[[Callable[[], ControlPlane]], None],
+    **overrides: Any,
+) -> LocalControlPlane:
+    """Start the mail sink under home/mail, record its port, and inject the control plane
+    into app.py (`use` is `app.use`). Call before the first request reaches the app."""
+    sink = start_mail_sink(settings.home)
+    port_file = sink_port_file(settings.home)
+    port_file.parent.mkdir(parents=True, exist_ok=True)
+    port_file.write_text(f"{sink.port}\n")
+    built: list[ControlPlane] = []
+
+    def provider() -> ControlPlane:
+        if not built:
+            built.append(local_control_plane(settings, tenants, dynamodb, sink.port, **overrides))
+        return built[0]
+
+    use(provider)
+    return LocalControlPlane(sink)
+
+
+def running_sink_port(home: Path) -> int:
+    try:
+        return int(sink_port_file(home).read_text().strip())
+    except (OSError, ValueError) as exc:
+        raise PlatformUnavailable(
+            "the local mail sink is not running; start the platform with `make up`"
+        ) from exc
+
+
+def mark_paid(settings: Settings, tenants: TenantPort, dynamodb: Any, slug: str) -> Subscription:
+    """`paitho billing mark-paid SLUG`: the manual provider records a payment; a suspended
+    tenant resumes and its owner gets a notice through the running platform's mail sink."""
+    cp = local_control_plane(settings, tenants, dynamodb, running_sink_port(settings.home))
+    return cp.billing.mark_paid(slug)

@@ -38,7 +38,9 @@ def compose(sender: str, to: str, subject: str, text: str) -> EmailMessage:
     msg["From"] = sender
     msg["To"] = to
     msg["Subject"] = subject
-    msg.set_content(text)
+    plain = text.isascii() and max(map(len, text.splitlines() or [""])) <= 900
+    # 7bit keeps links whole in the saved .eml (no quoted-printable soft breaks to undo).
+    msg.set_content(text, cte="7bit" if plain else None)
     return msg
 
 
