@@ -10,8 +10,9 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
-from paitho_tenant.db import APP_ROLE, DATABASE, OWNER_ROLE, owner_conninfo, role_conninfo
+from paitho_tenant.db import APP_ROLE, DATABASE, OWNER_ROLE, owner_conninfo
 from paitho_tenant.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
@@ -49,21 +50,21 @@ def _ensure_cluster_objects(admin_conninfo: str) -> None:
         exists = conn.execute(
             "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)
         ).fetchone()
+        db, owner, app = (sql.Identifier(n) for n in (DATABASE, OWNER_ROLE, APP_ROLE))
         if not exists:
             conn.execute(
                 sql.SQL("CREATE DATABASE {} OWNER {} ENCODING 'UTF8' TEMPLATE template0").format(
-                    sql.Identifier(DATABASE), sql.Identifier(OWNER_ROLE)
+                    db, owner
                 )
             )
-            conn.execute(
-                sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(DATABASE))
-            )
-            conn.execute(
-                sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}, {}").format(
-                    sql.Identifier(DATABASE), sql.Identifier(OWNER_ROLE), sql.Identifier(APP_ROLE)
-                )
-            )
-    with psycopg.connect(role_conninfo(admin_conninfo, "postgres"), autocommit=True) as conn:
+        else:
+            # A container image may have created it (POSTGRES_DB) owned by the superuser.
+            conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(db, owner))
+        conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db))
+        conn.execute(
+            sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}, {}").format(db, owner, app)
+        )
+    with psycopg.connect(make_conninfo(admin_conninfo, dbname=DATABASE), autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS pgcrypto WITH SCHEMA public")
 
 
