@@ -12,9 +12,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
-
 from paitho_tenant import migrate
 from paitho_tenant.db import app_conninfo
+
 from tests.conftest import RunningCluster
 from tests.functional.test_tenant_support import STRONG
 
@@ -42,7 +42,8 @@ def test_migrate_is_idempotent_and_adopts_a_precreated_database(pg_cluster: Runn
     assert migrate.migrate(pg_cluster.conninfo()) == []
     with psycopg.connect(app_conninfo(pg_cluster.conninfo())) as conn:
         row = conn.execute(
-            "SELECT rolsuper, rolbypassrls, rolcreaterole FROM pg_roles WHERE rolname = current_user"
+            "SELECT rolsuper, rolbypassrls, rolcreaterole FROM pg_roles"
+            " WHERE rolname = current_user"
         ).fetchone()
         assert row == (False, False, False)
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
