@@ -12,6 +12,7 @@ on a shared machine drifting between rounds does not decide the result.
 Figures (bench/results.json):
     edge_rps_ratio      requests/s through the edge / direct            target >= 0.9
     edge_p99_added_ms   p99 through the edge - p99 direct
+    (printed: HAProxy's own CPU time per proxied request, which does not depend on other load)
     route_live_s        median time from set_route() until a request through the edge reaches
                         the new backend, over LIVE_SAMPLES fresh hosts    target < 1
 
@@ -52,6 +53,7 @@ PATH = "/healthz"
 class WrkResult:
     rps: float
     p99_ms: float
+    requests: int
     errors: str
 
 
@@ -80,13 +82,25 @@ def run_wrk(wrk: str, url: str, host: str | None, seconds: int = WRK_SECONDS) ->
         argv += ["-H", f"Host: {host}"]
     out = subprocess.run([*argv, url], capture_output=True, text=True, check=True).stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    total = re.search(r"(\d+) requests in", out)
     p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
-    if rps is None or p99 is None:
+    if rps is None or p99 is None or total is None:
         raise RuntimeError(f"could not read wrk's output:\n{out}")
     errors = "; ".join(
         line.strip() for line in out.splitlines() if "errors" in line or "Non-2xx" in line
     )
-    return WrkResult(float(rps.group(1)), float(p99.group(1)) * _UNIT_MS[p99.group(2)], errors)
+    p99_ms = float(p99.group(1)) * _UNIT_MS[p99.group(2)]
+    return WrkResult(float(rps.group(1)), p99_ms, int(total.group(1)), errors)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time consumed so far by these processes."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 class ControlOrigin:
@@ -145,6 +159,7 @@ def start_tenant(conninfo: str, port: int, log_path: Path) -> subprocess.Popen[b
             return proc
         time.sleep(0.1)
     proc.kill()
+    proc.wait()
     raise RuntimeError("paitho-tenant did not answer GET /healthz with 200 within 30 s")
 
 
@@ -222,9 +237,19 @@ def main() -> None:
         run_wrk(wrk, edge_url, "bench.localhost", seconds=2)
         ratios: list[float] = []
         added: list[float] = []
+        haproxy_pids = [haproxy.pid, edge.wait_ready(files, 5, haproxy)]
+        edge_cpu = 0.0
+        edge_requests = 0
         for i in range(ROUNDS):
-            order = [("direct", direct_url, None), ("edge", edge_url, "bench.localhost")]
-            pair = {name: run_wrk(wrk, url, host) for name, url, host in order[:: 1 - 2 * (i % 2)]}
+            pair: dict[str, WrkResult] = {}
+            for name in ("direct", "edge")[:: 1 - 2 * (i % 2)]:
+                if name == "direct":
+                    pair[name] = run_wrk(wrk, direct_url, None)
+                else:
+                    before = cpu_seconds(haproxy_pids)
+                    pair[name] = run_wrk(wrk, edge_url, "bench.localhost")
+                    edge_cpu += cpu_seconds(haproxy_pids) - before
+                    edge_requests += pair[name].requests
             ratios.append(pair["edge"].rps / pair["direct"].rps)
             added.append(pair["edge"].p99_ms - pair["direct"].p99_ms)
             print(
@@ -235,6 +260,7 @@ def main() -> None:
         record("edge_rps_ratio", median(ratios), "ratio", median(ratios))
         p99_added = median(added)
         record("edge_p99_added_ms", p99_added, "ms")
+        print(f"  HAProxy CPU per proxied request: {edge_cpu / edge_requests * 1e6:.0f} us")
         record("route_live_s", measure_route_live(routes, edge_port, tenant_port), "s")
     finally:
         if haproxy is not None:
