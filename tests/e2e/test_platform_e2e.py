@@ -69,7 +69,7 @@ def test_sigkill_of_tenant_postgres_recovers_and_is_recorded(stack: Stack) -> No
     stack.paitho("tenants", "create", "kilo")
     before = stack.show("kilo")
     os.kill(_postmaster_pid(before["data_location"]), signal.SIGKILL)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90  # generous: the machine is shared with the other tests
     while time.monotonic() < deadline:
         if stack.get("kilo.localhost", "/healthz")[0] == 200 and stack.show("kilo")["restarts"]:
             break
