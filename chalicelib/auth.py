@@ -53,7 +53,7 @@ class AuthService:
             raise
         if account.state != "active":
             raise Unauthorized("Confirm your email first: follow the link we sent you.")
-        self._limiter.reset(buckets[0])
+        self._limiter.reset(buckets[0], self._config.login_rule)
         session = self._sessions.start(account.email)
         self._audit.record("login", account.account_id)
         return session

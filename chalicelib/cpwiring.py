@@ -156,8 +156,16 @@ def running_sink_port(home: Path) -> int:
         ) from exc
 
 
-def mark_paid(settings: Settings, tenants: TenantPort, dynamodb: Any, slug: str) -> Subscription:
+def mark_paid(
+    settings: Settings,
+    tenants: TenantPort,
+    dynamodb: Any,
+    slug: str,
+    table_prefix: str = "paitho",
+) -> Subscription:
     """`paitho billing mark-paid SLUG`: the manual provider records a payment; a suspended
     tenant resumes and its owner gets a notice through the running platform's mail sink."""
-    cp = local_control_plane(settings, tenants, dynamodb, running_sink_port(settings.home))
+    cp = local_control_plane(
+        settings, tenants, dynamodb, running_sink_port(settings.home), table_prefix=table_prefix
+    )
     return cp.billing.mark_paid(slug)

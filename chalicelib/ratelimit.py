@@ -1,8 +1,10 @@
 """Rate limiting and lockout with growing delays, per bucket (e.g. `login:ann@example.com`).
 
-A bucket allows `limit` hits per window. The limit-th hit and each one after it block it for
-`base_delay_s * 2**(over-1)` seconds, capped at `max_delay_s`: 2 s, 4 s, 8 s, ... A success
-(`reset`) clears the bucket. State lives in the `ratelimits` table so every Lambda sees it.
+Hits are counted per fixed window with an atomic add, so concurrent attempts are all counted.
+The limit-th hit in a window blocks the bucket for `base_delay_s`; every further hit while the
+block is remembered doubles it (2 s, 4 s, 8 s, ... capped at `max_delay_s`). A block is
+remembered for one window after it ends. A success (`reset`) clears the bucket. State lives in
+the `ratelimits` table so every Lambda sees the same counts.
 """
 
 from __future__ import annotations
@@ -26,12 +28,17 @@ class RateLimiter:
         self._table = table
         self._clock = clock
 
+    @staticmethod
+    def _window_key(bucket: str, rule: RateRule, now: float) -> tuple[str, int]:
+        window = int(now // rule.window_s)
+        return f"{bucket}#w{window}", window
+
     def check(self, bucket: str) -> None:
         """Raise RateLimited while the bucket is blocked."""
-        item = self._table.get(bucket)
+        block = self._table.get(f"{bucket}#block")
         now = self._clock()
-        if item is not None and float(item.get("blocked_until", 0)) > now:
-            wait = max(1, math.ceil(float(item["blocked_until"]) - now))
+        if block is not None and float(block.get("blocked_until", 0)) > now:
+            wait = max(1, math.ceil(float(block["blocked_until"]) - now))
             raise RateLimited(
                 f"Too many attempts. Wait {wait} seconds before trying again.", retry_after=wait
             )
@@ -39,26 +46,18 @@ class RateLimiter:
     def hit(self, bucket: str, rule: RateRule) -> None:
         """Count one attempt (a failed login, a signup, a reset request); may start a block."""
         now = self._clock()
-        item = self._table.get(bucket) or {}
-        window_start = float(item.get("window_start", now))
-        hits, over = int(item.get("hits", 0)), int(item.get("over", 0))
-        if now - window_start > rule.window_s and float(item.get("blocked_until", 0)) <= now:
-            window_start, hits, over = now, 0, 0
-        hits += 1
-        blocked_until = float(item.get("blocked_until", 0))
-        if hits >= rule.limit:
-            over += 1
-            delay = min(rule.max_delay_s, rule.base_delay_s * 2 ** (over - 1))
-            blocked_until = now + delay
-        self._table.put(
-            {
-                "bucket": bucket,
-                "hits": hits,
-                "over": over,
-                "window_start": str(window_start),
-                "blocked_until": str(blocked_until),
-            }
-        )
+        key, window = self._window_key(bucket, rule, now)
+        counted = self._table.add(key, "hits", 1, {"expires_at": (window + 2) * rule.window_s})
+        if int(counted["hits"]) < rule.limit:
+            return
+        block_key = f"{bucket}#block"
+        current = self._table.get(block_key)
+        if current is not None and float(current.get("expires_at", 0)) < now:
+            self._table.delete(block_key)  # the last block is forgotten: start again at 1
+        over = int(self._table.add(block_key, "over", 1)["over"])
+        until = now + min(rule.max_delay_s, rule.base_delay_s * 2 ** (over - 1))
+        self._table.update(block_key, {"blocked_until": until, "expires_at": until + rule.window_s})
 
-    def reset(self, bucket: str) -> None:
-        self._table.delete(bucket)
+    def reset(self, bucket: str, rule: RateRule) -> None:
+        self._table.delete(f"{bucket}#block")
+        self._table.delete(self._window_key(bucket, rule, self._clock())[0])

@@ -53,7 +53,7 @@ SPECS: dict[str, TableSpec] = {
     "sessions": TableSpec("sid_hash", frozenset({"sid_hash", "email", "created_at", "expires_at"})),
     "tokens": TableSpec("token_id", frozenset({"token_id", "purpose", "used_at", "expires_at"})),
     "ratelimits": TableSpec(
-        "bucket", frozenset({"bucket", "hits", "window_start", "blocked_until", "over"})
+        "bucket", frozenset({"bucket", "hits", "over", "blocked_until", "expires_at"})
     ),
     "audit": TableSpec(
         "event_id",
@@ -124,6 +124,7 @@ class Table(Protocol):
     def put_new(self, item: Item) -> None: ...
     def put(self, item: Item) -> None: ...
     def update(self, key: str, changes: Item, expect: Mapping[str, Any] | None = None) -> Item: ...
+    def add(self, key: str, name: str, amount: int, sets: Item | None = None) -> Item: ...
     def delete(self, key: str) -> None: ...
     def scan(self) -> list[Item]: ...
 
@@ -234,6 +235,26 @@ class DynamoTable:
         resp = self._call("update_item", **kwargs)
         return {k: _plain(_de.deserialize(v)) for k, v in resp["Attributes"].items()}
 
+    def add(self, key: str, name: str, amount: int, sets: Item | None = None) -> Item:
+        """Atomically add `amount` to a number (creating the item at 0), setting `sets` too."""
+        sets = {k: v for k, v in (sets or {}).items() if v is not None}
+        check_allowed(self.kind, [name, *sets])
+        names = {"#n": name, **{f"#s{i}": k for i, k in enumerate(sets)}}
+        values = {":n": _serialize(amount)}
+        values |= {f":s{i}": _serialize(v) for i, v in enumerate(sets.values())}
+        expr = "ADD #n :n"
+        if sets:
+            expr += " SET " + ", ".join(f"#s{i} = :s{i}" for i in range(len(sets)))
+        resp = self._call(
+            "update_item",
+            Key={self._key: {"S": key}},
+            UpdateExpression=expr,
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+            ReturnValues="ALL_NEW",
+        )
+        return {k: _plain(_de.deserialize(v)) for k, v in resp["Attributes"].items()}
+
     def delete(self, key: str) -> None:
         self._call("delete_item", Key={self._key: {"S": key}})
 
@@ -291,6 +312,15 @@ class MemoryTable:
                 else:
                     current[name] = value
             return copy.deepcopy(current)
+
+    def add(self, key: str, name: str, amount: int, sets: Item | None = None) -> Item:
+        sets = sets or {}
+        check_allowed(self.kind, [name, *sets])
+        with self._lock:
+            item = self._items.setdefault(key, {self._key: key})
+            item[name] = item.get(name, 0) + amount
+            item.update({k: v for k, v in sets.items() if v is not None})
+            return copy.deepcopy(item)
 
     def delete(self, key: str) -> None:
         with self._lock:

@@ -50,3 +50,64 @@ def test_ephemeral_keys_never_print() -> None:
     keys = ephemeral_keys("whsec_x")
     text = repr(keys)
     assert keys.token_key.reveal().hex() not in text and "whsec_x" not in text
+
+
+def test_platform_injection_and_mark_paid(aws_client: Any, unique: str) -> None:
+    """start_local_control_plane starts the sink and injects the app; mark_paid resumes a tenant."""
+    from chalicelib.cpwiring import mark_paid, start_local_control_plane
+    from chalicelib.errors import PlatformUnavailable
+
+    with tempfile.TemporaryDirectory(prefix="paitho-wiring-") as d:
+        home = Path(d)
+        settings = Settings(home=home)
+        tenants = FakeTenants()
+        injected: list[Any] = []
+        handle = start_local_control_plane(
+            settings,
+            tenants,
+            aws_client("dynamodb"),
+            injected.append,
+            table_prefix=f"inj-{unique}",
+        )
+        try:
+            assert (home / "run" / "mailsink.port").read_text().strip() == str(handle.sink.port)
+            cp = injected[0]()
+            assert injected[0]() is cp  # built once
+            tenants.create("acme")
+            cp.billing.start_trial("acme", "ann@example.com", "pro")
+            cp.billing.apply("acme", "payment_failed", "test")
+            cp.billing.apply("acme", "canceled", "test")
+            cp.stores.subscriptions.update("acme", {"state": "suspended"})
+            tenants.suspend("acme")
+            got = mark_paid(settings, tenants, aws_client("dynamodb"), "acme", f"inj-{unique}")
+            assert got.state == "active" and tenants.records["acme"].state == "running"
+            saved = last_mail(home, "ann@example.com")
+            assert saved is not None and "running again" in str(saved["Subject"])
+        finally:
+            handle.stop()
+        assert not (home / "run" / "mailsink.port").exists()
+        with pytest.raises(PlatformUnavailable, match="make up"):
+            mark_paid(settings, tenants, aws_client("dynamodb"), "acme", f"inj-{unique}")
+
+
+def test_the_saved_mail_holds_the_link_verbatim(aws_client: Any, unique: str) -> None:
+    """The .eml file in home/mail contains the verification link unbroken (grep-able)."""
+    with tempfile.TemporaryDirectory(prefix="paitho-wiring-") as d:
+        home = Path(d)
+        sink = start_mail_sink(home)
+        try:
+            cp = local_control_plane(
+                Settings(home=home),
+                FakeTenants(),
+                aws_client("dynamodb"),
+                sink.port,
+                table_prefix=f"eml-{unique}",
+            )
+            post_form(client_for(cp), "/signup", signup_fields())
+            msg = last_mail(home, "ann@example.com")
+            assert msg is not None
+            link = next(w for w in message_text(msg).split() if "/verify?token=" in w)
+            raw = next((home / "mail").glob("*.eml")).read_text()
+            assert link in raw
+        finally:
+            sink.stop()
