@@ -3,15 +3,16 @@
     files = render_config(home, ("127.0.0.1", 8000), ("127.0.0.1", control_port))
     proc = subprocess.Popen(haproxy_argv(files))        # the supervisor owns this process
     wait_ready(files, timeout=10, proc=proc)
-    routes = HAProxyRoutes(files.admin_socket, files.map_path)   # live route changes
+    routes = files.route_table()       # HAProxyRoutes: live route changes via the runtime API
 
 Everything lives under `home/edge/` (mode 0700): the rendered configuration, the routes map (kept
 across restarts: rendering never overwrites it), the admin socket (mode 0600) and the pid file.
 HAProxy runs in master-worker mode in the foreground (`-W -db`): the supervised process is the
 master (its pid is in the pid file); it exits if its worker dies, so the supervisor sees one
 process to restart. SIGUSR1 stops it gracefully (open requests finish, bounded by
-`hard-stop-after`), SIGTERM stops it at once, SIGUSR2 reloads the configuration without dropping
-connections. Route changes need none of these: they go through the runtime API.
+`hard-stop-after`), SIGTERM stops it at once, SIGUSR2 reloads the configuration into a new worker
+(the routes come back from the map file). Route changes need none of these: they go through the
+runtime API.
 """
 
 from __future__ import annotations
