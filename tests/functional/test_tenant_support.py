@@ -30,11 +30,15 @@ from tests.conftest import RunningCluster, free_port
 ORIGIN = "http://acme.localhost:8000"
 API_HEADERS = {"Origin": ORIGIN, "X-Requested-With": "XMLHttpRequest"}
 STRONG = "plover-quintet-basalt-mirage-7"
+_TEMPLATES: dict[Path, Path] = {}
 
 
 @pytest.fixture(scope="session")
 def tenant_template(work_root: Path, pg_template: Path, pg_bindir: Path) -> Path:
-    """A stopped cluster on which `paitho-tenant migrate` ran once."""
+    """A stopped cluster on which `paitho-tenant migrate` ran once per session (the fixture is
+    imported into several modules, each of which gets its own copy: they share this one)."""
+    if work_root in _TEMPLATES:
+        return _TEMPLATES[work_root]
     ids = pgcluster.run_as()
     data_dir = work_root / "tenant-template" / "pgdata"
     pgcluster.clone(pg_template, data_dir, ids)
@@ -44,6 +48,7 @@ def tenant_template(work_root: Path, pg_template: Path, pg_bindir: Path) -> Path
         migrate.migrate(cluster.conninfo())
     finally:
         pgcluster.stop(proc)
+    _TEMPLATES[work_root] = data_dir
     return data_dir
 
 
