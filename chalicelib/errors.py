@@ -89,3 +89,9 @@ class Unauthorized(PaithoError):
 
 class PayloadTooLarge(PaithoError):
     status = 413
+
+
+class PaymentProviderError(PaithoError):
+    """The payment provider's API refused or could not be reached; the reason names which."""
+
+    status = 502

@@ -20,7 +20,13 @@ import stripe
 
 from chalicelib.billing import PLANS, BillingService
 from chalicelib.cpconfig import Secret
-from chalicelib.errors import Conflict, NotFound, SignatureInvalid
+from chalicelib.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PaymentProviderError,
+    SignatureInvalid,
+)
 from chalicelib.ports import iso
 from chalicelib.stores import Table
 
@@ -49,6 +55,84 @@ class ManualProvider:
 
     def change_plan(self, slug: str, plan: str) -> None:
         self._billing.apply(slug, "plan_changed", actor="operator", plan=plan)
+
+
+class StripeProvider:
+    """Outbound calls to Stripe through an injected `stripe.StripeClient`. One customer and one
+    subscription per tenant: creation uses idempotency keys derived from the slug and is skipped
+    once the ids are on record; a plan change modifies the existing subscription item. The local
+    record follows when Stripe's `customer.subscription.updated` webhook arrives."""
+
+    name = "stripe"
+
+    def __init__(
+        self, client: stripe.StripeClient, billing: BillingService, prices: Mapping[str, str]
+    ) -> None:
+        self._client = client
+        self._billing = billing
+        self._prices = dict(prices)
+
+    def _price(self, plan: str) -> str:
+        if plan not in self._prices:
+            raise InvalidInput(f"no Stripe price is configured for the plan {plan!r}")
+        return self._prices[plan]
+
+    def ensure_customer(self, slug: str) -> str:
+        sub = self._billing.get(slug)
+        if sub.customer_id:
+            return sub.customer_id
+        try:
+            customer = self._client.v1.customers.create(
+                params={"email": sub.email, "metadata": {"slug": slug}},
+                options={"idempotency_key": f"paitho-customer-{slug}"},
+            )
+        except stripe.StripeError as exc:
+            raise PaymentProviderError(
+                f"Stripe refused to create the customer: {exc.code}"
+            ) from exc
+        self._billing.link_customer(slug, "stripe", customer.id, None)
+        return str(customer.id)
+
+    def subscribe(self, slug: str) -> str:
+        customer_id = self.ensure_customer(slug)
+        sub = self._billing.get(slug)
+        if sub.subscription_id:
+            return sub.subscription_id
+        try:
+            created = self._client.v1.subscriptions.create(
+                params={
+                    "customer": customer_id,
+                    "items": [{"price": self._price(sub.plan)}],
+                    "metadata": {"slug": slug, "plan": sub.plan},
+                },
+                options={"idempotency_key": f"paitho-subscription-{slug}"},
+            )
+        except stripe.StripeError as exc:
+            raise PaymentProviderError(f"Stripe refused the subscription: {exc.code}") from exc
+        self._billing.link_customer(slug, "stripe", customer_id, created.id)
+        return str(created.id)
+
+    def change_plan(self, slug: str, plan: str) -> None:
+        price = self._price(plan)
+        sub = self._billing.get(slug)
+        if not sub.subscription_id:
+            raise Conflict(f"{slug!r} has no Stripe subscription yet; subscribe first")
+        try:
+            current = self._client.v1.subscriptions.retrieve(sub.subscription_id)
+            item_id = current["items"]["data"][0]["id"]
+            self._client.v1.subscriptions.update(
+                sub.subscription_id,
+                params={
+                    "items": [{"id": item_id, "price": price}],
+                    "metadata": {"slug": slug, "plan": plan},
+                    "proration_behavior": "create_prorations",
+                },
+            )
+        except stripe.StripeError as exc:
+            raise PaymentProviderError(f"Stripe refused the plan change: {exc.code}") from exc
+
+    def mark_paid(self, slug: str) -> None:
+        raise InvalidInput(f"{slug!r} pays through Stripe; payments arrive by webhook")
 
 
 _SUBSCRIPTION_STATUS = {

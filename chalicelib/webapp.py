@@ -31,11 +31,12 @@ from chalicelib.cpconfig import CpConfig
 from chalicelib.errors import PaithoError
 from chalicelib.licences import LicenceIssuer
 from chalicelib.mailer import Mailer
-from chalicelib.payments import ManualProvider, StripeWebhooks
+from chalicelib.payments import ManualProvider, PaymentProvider, StripeProvider, StripeWebhooks
 from chalicelib.ports import TenantPort, iso
 from chalicelib.posture import Changelog, StatusBoard
 from chalicelib.ratelimit import RateLimited, RateLimiter
 from chalicelib.sessions import SessionService
+from chalicelib.signup import SignupService
 from chalicelib.stores import Stores
 from chalicelib.tokens import FormTokens, LinkTokens, TokenSigner
 from chalicelib.webroutes import register_routes
@@ -49,12 +50,13 @@ class ControlPlane:
     stores: Stores
     tenants: TenantPort
     mailer: Mailer
-    signup: Any  # chalicelib.signup.SignupService
+    signup: SignupService
     auth: AuthService
     sessions: SessionService
     forms: FormTokens
     billing: BillingService
     manual: ManualProvider
+    provider: PaymentProvider  # Stripe when configured, else the manual provider
     stripe: StripeWebhooks | None
     licences: LicenceIssuer | None
     changelog: Changelog
@@ -73,9 +75,10 @@ def build_control_plane(
     hasher: PasswordHasher | None = None,
     licence_keys: Mapping[str, Ed25519PrivateKey] | None = None,
     licence_kid: str | None = None,
+    stripe_client: Any = None,
+    stripe_prices: Mapping[str, str] | None = None,
 ) -> ControlPlane:
     """Wire the services from their collaborators (the composition root calls this)."""
-    from chalicelib.signup import SignupService
 
     def iso_now() -> str:
         return iso(clock())
@@ -98,6 +101,10 @@ def build_control_plane(
             billing,
             clock,
         )
+    manual = ManualProvider(billing)
+    provider: PaymentProvider = manual
+    if stripe_client is not None:
+        provider = StripeProvider(stripe_client, billing, stripe_prices or {})
     licences = None
     if licence_keys:
         kid = licence_kid or sorted(licence_keys)[-1]
@@ -123,7 +130,8 @@ def build_control_plane(
         sessions=sessions,
         forms=FormTokens(signer, config.form_token_ttl_s),
         billing=billing,
-        manual=ManualProvider(billing),
+        manual=manual,
+        provider=provider,
         stripe=stripe,
         licences=licences,
         changelog=Changelog(stores.changelog, lambda: datetime.fromtimestamp(clock(), UTC).date()),

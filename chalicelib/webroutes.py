@@ -183,7 +183,7 @@ def register_routes(app: Chalice, lazy: Lazy, guarded: Guard) -> None:
         if plan not in PLANS:
             raise InvalidInput("Choose a plan: Starter, Pro, Agency or Enterprise.")
         account = cp.auth.account_for(session)
-        cp.manual.change_plan(account.subdomain, plan)
+        cp.provider.change_plan(account.subdomain, plan)
         return pages.redirect("/billing")
 
     @route("/billing/cancel", "POST", FORM)

@@ -94,6 +94,8 @@ def plane(
     tenants: FakeTenants | None = None,
     mailer: Mailer | None = None,
     clock: Clock | None = None,
+    stripe_client: Any = None,
+    stripe_prices: dict[str, str] | None = None,
     **overrides: Any,
 ) -> webapp.ControlPlane:
     return webapp.build_control_plane(
@@ -105,6 +107,8 @@ def plane(
         hasher=fast_hasher(),
         licence_keys={"k1": Ed25519PrivateKey.generate()},
         licence_kid="k1",
+        stripe_client=stripe_client,
+        stripe_prices=stripe_prices,
     )
 
 
