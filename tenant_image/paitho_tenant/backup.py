@@ -17,12 +17,16 @@ unsigned message can be decrypted in streaming mode with each frame authenticate
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
+import queue
 import struct
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -154,21 +158,63 @@ def object_name(tenant: str, moment: datetime) -> str:
 
 
 class _Payload:
-    """A read()-able stream: the roles frame, then pg_dump's stdout."""
+    """A read()-able stream: the roles frame, then pg_dump's stdout.
+
+    A reader thread keeps pg_dump's pipe drained into a small bounded queue (in memory), so
+    pg_dump keeps dumping while this process encrypts and ships a frame."""
+
+    CHUNK = 1 << 20
+    DEPTH = 16
 
     def __init__(self, roles_sql: bytes, dump: IO[bytes]) -> None:
         self._head = MAGIC + struct.pack(">Q", len(roles_sql)) + roles_sql
         self._dump = dump
+        self._queue: queue.Queue[bytes | BaseException] = queue.Queue(self.DEPTH)
+        self._stop = threading.Event()
+        self._buf = b""
+        self._eof = False
+        self._thread = threading.Thread(target=self._pump, name="pg_dump-reader", daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        item: bytes | BaseException
+        while not self._stop.is_set():
+            try:
+                item = self._dump.read(self.CHUNK) or b""
+            except (OSError, ValueError) as exc:
+                item = exc
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if not isinstance(item, bytes) or not item:
+                return
+
+    def _next(self) -> bytes:
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            raise DumpFailed(f"reading pg_dump's output failed: {item}")
+        if not item:
+            self._eof = True
+        return item
 
     def read(self, size: int = -1) -> bytes:
         if self._head:
             n = len(self._head) if size < 0 else size
             chunk, self._head = self._head[:n], self._head[n:]
             return chunk
-        return self._dump.read(size)
+        while not self._eof and (size < 0 or len(self._buf) < size):
+            self._buf += self._next()
+        if size < 0:
+            out, self._buf = self._buf, b""
+        else:
+            out, self._buf = self._buf[:size], self._buf[size:]
+        return out
 
     def close(self) -> None:
-        pass
+        self._stop.set()
 
 
 def _run(argv: list[str], what: str) -> bytes:
@@ -208,10 +254,13 @@ def encrypted_dump(
     with tempfile.TemporaryFile() as errors:  # pg_dump's messages only, never data
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=errors, bufsize=0)
         assert proc.stdout is not None
+        with contextlib.suppress(OSError):  # a larger pipe: fewer stalls of pg_dump
+            fcntl.fcntl(proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, 1 << 20)
+        payload = _Payload(roles, proc.stdout)
         try:
             with _esdk().stream(
                 mode="e",
-                source=_Payload(roles, proc.stdout),
+                source=payload,
                 key_provider=master_key(public_pem, private=False, kid=key_id(public_pem)),
                 algorithm=Algorithm.AES_256_GCM_HKDF_SHA512_COMMIT_KEY,
                 frame_length=frame_length,
@@ -220,6 +269,7 @@ def encrypted_dump(
                 yield from encryptor
             code = proc.wait()
         finally:
+            payload.close()
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
