@@ -1,6 +1,7 @@
 """Plans, subscriptions and the billing state machine that drives the tenant lifecycle.
 
     trialing ─paid─> active ─payment_failed─> past_due ─(grace over)─> suspended
+        │(trial over, unpaid) ──────────────────────^
         ^               ^                        │paid                     │paid
         │               └────────────────────────┴─────────────────────────┘ (resume)
     any ─canceled─> canceled ─(notice over, export reminder sent)─> tenant deleted
@@ -69,6 +70,7 @@ class Subscription:
     customer_id: str | None = None
     subscription_id: str | None = None
     last_event_created: int = 0
+    trial_ends_at: float | None = None
     past_due_since: float | None = None
     suspended_at: float | None = None
     canceled_at: float | None = None
@@ -90,6 +92,7 @@ def _sub(item: Item) -> Subscription:
         customer_id=item.get("customer_id"),
         subscription_id=item.get("subscription_id"),
         last_event_created=int(item.get("last_event_created", 0)),
+        trial_ends_at=num("trial_ends_at"),
         past_due_since=num("past_due_since"),
         suspended_at=num("suspended_at"),
         canceled_at=num("canceled_at"),
@@ -122,7 +125,7 @@ class SetPlan:
 
 @dataclass(frozen=True)
 class Notify:
-    kind: str  # payment_failed | suspended | final_export | resumed
+    kind: str  # trial_ended | payment_failed | suspended | final_export | resumed
 
 
 Action = Suspend | Resume | Delete | SetPlan | Notify
@@ -165,6 +168,8 @@ def decide(
             raise InvalidInput(f"unknown plan {plan!r}; choose one of {', '.join(PLANS)}")
         return ({"plan": plan}, [SetPlan(plan)]) if plan != sub.plan else ({}, [])
     if event == "tick":
+        if sub.state == "trialing" and sub.trial_ends_at is not None and now >= sub.trial_ends_at:
+            return {"state": "past_due", "past_due_since": now}, [Notify("trial_ended")]
         if (
             sub.state == "past_due"
             and sub.past_due_since is not None
@@ -183,6 +188,11 @@ def decide(
 
 
 NOTICES = {
+    "trial_ended": (
+        "Your Paitho trial has ended",
+        "Your trial is over. Your workspace keeps running for {grace} more days; add a payment "
+        "method to keep it that way. Nothing is deleted.",
+    ),
     "payment_failed": (
         "Your Paitho payment did not go through",
         "We could not take your last payment. Your workspace keeps running for {grace} days; "
@@ -213,6 +223,7 @@ class BillingService:
         clock: Callable[[], float],
         grace_days: int,
         notice_days: int,
+        trial_days: int = 14,
     ) -> None:
         self._table = table
         self._tenants = tenants
@@ -221,6 +232,7 @@ class BillingService:
         self._clock = clock
         self._grace_s = grace_days * 86400
         self._notice_s = notice_days * 86400
+        self._trial_s = trial_days * 86400
         self._grace_days = grace_days
         self._notice_days = notice_days
 
@@ -246,6 +258,7 @@ class BillingService:
                     "email": email,
                     "plan": plan,
                     "state": "trialing",
+                    "trial_ends_at": self._clock() + self._trial_s,
                     "provider": "manual",
                     "updated_at": iso(self._clock()),
                 }

@@ -73,6 +73,7 @@ class CpConfig:
     login_rule: RateRule = RateRule(limit=5, window_s=900, base_delay_s=2.0, max_delay_s=3600.0)
     signup_rule: RateRule = RateRule(limit=30, window_s=3600, base_delay_s=2.0, max_delay_s=3600.0)
     reset_rule: RateRule = RateRule(limit=5, window_s=3600, base_delay_s=2.0, max_delay_s=3600.0)
+    trial_days: int = 14
     grace_days: int = 14
     notice_days: int = 30
     stripe_webhook_secret: Secret | None = None

@@ -71,6 +71,7 @@ SPECS: dict[str, TableSpec] = {
                 "customer_id",
                 "subscription_id",
                 "last_event_created",
+                "trial_ends_at",
                 "past_due_since",
                 "suspended_at",
                 "canceled_at",

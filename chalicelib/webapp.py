@@ -90,7 +90,14 @@ def build_control_plane(
     accounts = AccountService(stores.accounts, hasher or default_hasher(), iso_now)
     sessions = SessionService(stores.sessions, config.session_ttl_s, config.secure_cookies, clock)
     billing = BillingService(
-        stores.subscriptions, tenants, mailer, audit, clock, config.grace_days, config.notice_days
+        stores.subscriptions,
+        tenants,
+        mailer,
+        audit,
+        clock,
+        config.grace_days,
+        config.notice_days,
+        config.trial_days,
     )
     stripe = None
     if config.stripe_webhook_secret is not None:

@@ -83,7 +83,9 @@ def mini_stack() -> Iterator[MiniStack]:
         server = LocalDevServer(
             app, Config(chalice_stage="local"), "127.0.0.1", port, handler_cls=_handler(tenants)
         )
-        thread = threading.Thread(target=server.server.serve_forever, daemon=True)
+        thread = threading.Thread(
+            target=server.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         thread.start()
         try:
             yield MiniStack(f"http://localhost:{port}", port, home, tenants, cp)

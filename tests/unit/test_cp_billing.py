@@ -160,3 +160,33 @@ def test_the_hourly_schedule_runs_the_billing_clock() -> None:
         "billing_tick", client.events.generate_cw_event("Scheduled Event", "aws.events", {}, [])
     )
     assert tenants.records["acme"].state == "suspended"
+
+
+def test_an_unpaid_trial_becomes_past_due_then_suspended() -> None:
+    """After the 14-day trial without payment: past_due and a notice; after grace: suspended."""
+    clock, tenants, mailer = Clock(), FakeTenants(), MemoryMailer()
+    cp = plane(tenants=tenants, mailer=mailer, clock=clock)
+    tenants.create("acme")
+    cp.billing.start_trial("acme", "ann@example.com", "pro")
+    clock.advance(14 * DAY - 1)
+    cp.billing.tick()
+    assert cp.billing.get("acme").state == "trialing"
+    clock.advance(1)
+    cp.billing.tick()
+    assert cp.billing.get("acme").state == "past_due"
+    assert mailer.outbox[-1].subject == "Your Paitho trial has ended"
+    clock.advance(GRACE)
+    cp.billing.tick()
+    assert tenants.records["acme"].state == "suspended"
+
+
+def test_a_paid_trial_never_lapses() -> None:
+    """A trial paid before its end is active and the trial clock no longer applies."""
+    clock, tenants = Clock(), FakeTenants()
+    cp = plane(tenants=tenants, clock=clock)
+    tenants.create("acme")
+    cp.billing.start_trial("acme", "ann@example.com", "pro")
+    cp.manual.mark_paid("acme")
+    clock.advance(60 * DAY)
+    cp.billing.tick()
+    assert cp.billing.get("acme").state == "active"
