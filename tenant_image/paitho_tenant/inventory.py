@@ -239,7 +239,7 @@ CORE_TABLES: tuple[Table, ...] = (
     ),
 )
 
-EXTENSION_MODULES = ("paitho_tenant.outbound.inventory",)
+EXTENSION_MODULES = ("paitho_tenant.outbound.inventory", "paitho_tenant.ai.inventory")
 
 
 def _extension_tables() -> tuple[Table, ...]:

@@ -149,6 +149,13 @@ def _session(request: Request) -> tuple[Components, Session, DataKey]:
     return c, session, key
 
 
+def _owner(request: Request) -> tuple[Components, Session, DataKey]:
+    c, session, key = _session(request)
+    if session.account.role != "owner":
+        raise Forbidden("only the tenant's owner may do this")
+    return c, session, key
+
+
 def _actor(session: Session) -> str:
     return f"account:{session.account.id}"
 
@@ -330,7 +337,7 @@ async def logout(request: Request) -> Response:
 
 
 async def seal(request: Request) -> Response:
-    c, session, _ = _session(request)
+    c, session, _ = _owner(request)
     await _db(c, audit.record, _actor(session), "vault.sealed")
     c.vault.seal()
     c.sessions.clear()
@@ -553,7 +560,7 @@ async def get_stage_run(request: Request) -> Response:
 
 
 async def rotate(request: Request) -> Response:
-    c, session, _ = _session(request)
+    c, session, _ = _owner(request)
     data = await _body(request)
     current = _str(data, "current_passphrase") or ""
     new = _str(data, "new_passphrase", required=False)
@@ -562,7 +569,7 @@ async def rotate(request: Request) -> Response:
 
 
 async def dsar_request(request: Request) -> Response:
-    c, session, key = _session(request)
+    c, session, key = _owner(request)
     data = await _body(request)
     kind = _str(data, "kind") or ""
     email = _str(data, "email") or ""
@@ -570,7 +577,7 @@ async def dsar_request(request: Request) -> Response:
 
 
 async def export_zip(request: Request) -> Response:
-    c, session, key = _session(request)
+    c, session, key = _owner(request)
     await _db(c, audit.record, _actor(session), "export.downloaded")
 
     def chunks() -> Iterator[bytes]:

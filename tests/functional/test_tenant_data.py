@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import zipfile
+from collections.abc import Iterator
 from datetime import date
 
 import httpx
@@ -244,3 +245,42 @@ def test_destroying_period_key_shreds_stage_runs(tenant_cluster: RunningCluster)
         shredded = client.get(f"/api/stage-runs/{ids['run']}").json()
     assert shredded["prompt"] is None and shredded["response"] is None
     assert (shredded["input_tokens"], shredded["output_tokens"], shredded["model"]) == (1, 2, "m")
+
+
+def test_import_is_all_or_nothing(tenant_cluster: RunningCluster) -> None:  # noqa: F811
+    """A failure part-way through an import (after several batches) leaves no lead behind."""
+    from paitho_tenant.crypto import DataKey
+    from paitho_tenant.csvimport import LeadRow
+    from paitho_tenant.leads import import_rows
+
+    def rows() -> Iterator[LeadRow]:
+        for n in range(2500):
+            yield LeadRow(n + 2, f"lead{n}@example.com", {"email": f"lead{n}@example.com"})
+        raise RuntimeError("the upload broke off")
+
+    with client_for(make_app(tenant_cluster)) as client:
+        set_up(client)
+    with app_conn(tenant_cluster) as conn:
+        workspace_id = int(conn.execute("SELECT id FROM workspaces").fetchone()[0])  # type: ignore[index]
+        with pytest.raises(RuntimeError):
+            import_rows(conn, DataKey.generate(), workspace_id, rows(), batch_rows=1000)
+    with superuser_conn(tenant_cluster) as conn:
+        assert conn.execute("SELECT count(*) FROM leads").fetchone() == (0,)
+
+
+def test_unlock_refused_when_postgres_would_log_secrets(tenant_cluster: RunningCluster) -> None:  # noqa: F811
+    """With statement logging switched on by an operator, the app refuses to send the
+    passphrase at all (500 unsafe_database), so it never reaches the server log."""
+    with client_for(make_app(tenant_cluster)) as client:
+        set_up(client)
+    with superuser_conn(tenant_cluster) as conn:
+        conn.execute("ALTER SYSTEM SET log_statement = 'all'")
+        conn.execute("ALTER SYSTEM SET log_parameter_max_length = -1")
+        conn.execute("SELECT pg_reload_conf()")
+    with client_for(make_app(tenant_cluster)) as client:
+        response = client.post("/unlock", json={"passphrase": STRONG})
+        assert response.status_code == 500 and response.json()["error"] == "unsafe_database"
+        assert client.get("/healthz").json() == {"state": "sealed"}
+    tenant_cluster.stop()
+    logs = b"".join(p.read_bytes() for p in (tenant_cluster.data_dir / "log").iterdir())
+    assert STRONG.encode() not in logs
