@@ -105,6 +105,12 @@ class AccountService:
         except Conflict:
             return self.get(email)
 
+    def discard_pending(self, email: str) -> None:
+        """Remove an account that never verified (its link expired); an active one stays."""
+        item = self._table.get(email)
+        if item is not None and item["state"] == "pending":
+            self._table.delete(email)
+
     def set_plan(self, email: str, plan: str) -> None:
         self._table.update(email, {"plan": plan})
 

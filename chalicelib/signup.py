@@ -2,8 +2,10 @@
 then verification provisions the tenant and sends the person to its own setup page.
 
 Double submission is safe by construction: the subdomain claim and the account are conditional
-creates, so two identical submissions yield one account, one claim, one tenant. The control
-plane never sees the tenant's passphrase: the person sets it on the tenant's setup page.
+creates, so two identical submissions yield one account, one claim, one tenant. A claim or a
+pending account whose verification link has expired unused is stale: a new signup may take it
+over, so nobody can hold a subdomain by signing up and never verifying. The control plane never
+sees the tenant's passphrase: the person sets it on the tenant's setup page.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
-from chalicelib.accounts import AccountService
+from chalicelib.accounts import Account, AccountService
 from chalicelib.audit import AuditLog
 from chalicelib.cpconfig import CpConfig
 from chalicelib.errors import Conflict, NotFound
@@ -77,9 +80,7 @@ class SignupService:
         if claimed_now is None:
             return SignupOutcome(False, errors={"subdomain": TAKEN})
         try:
-            account = self._accounts.create_pending(
-                form.email, form.password, form.company, form.subdomain, form.region, form.plan
-            )
+            account = self._create_account(form)
         except Conflict:
             existing = self._accounts.get(form.email)
             if existing.subdomain == form.subdomain and existing.state == "pending":
@@ -97,6 +98,33 @@ class SignupService:
         self._audit.record("signup", account.account_id, form.subdomain)
         return SignupOutcome(True, email=form.email)
 
+    def _stale(self, created_at: str) -> bool:
+        """True when a verification link issued at `created_at` has expired."""
+        age = datetime.fromisoformat(self._clock()) - datetime.fromisoformat(created_at)
+        return age.total_seconds() > self._config.verify_ttl_s
+
+    def _create_account(self, form: SignupForm) -> Account:
+        """Create the pending account; a stale pending one for the same email is replaced."""
+        try:
+            return self._accounts.create_pending(
+                form.email, form.password, form.company, form.subdomain, form.region, form.plan
+            )
+        except Conflict:
+            existing = self._accounts.find(form.email)
+            if (
+                existing is None
+                or existing.state != "pending"
+                or not self._stale(existing.created_at)
+            ):
+                raise
+            holder = self._claims.get(existing.subdomain)
+            if existing.subdomain != form.subdomain and holder and holder["email"] == form.email:
+                self._claims.delete(existing.subdomain)
+            self._accounts.discard_pending(form.email)
+            return self._accounts.create_pending(
+                form.email, form.password, form.company, form.subdomain, form.region, form.plan
+            )
+
     def _claim(self, form: SignupForm) -> bool | None:
         """True: claimed now; False: already ours (double submission); None: taken."""
         try:
@@ -111,7 +139,30 @@ class SignupService:
             return True
         except Conflict:
             holder = self._claims.get(form.subdomain)
-            return False if holder is not None and holder["email"] == form.email else None
+            if holder is None:
+                return None
+            if holder["email"] == form.email:
+                return False
+            return True if self._take_over(form, holder) else None
+
+    def _take_over(self, form: SignupForm, holder: dict[str, str]) -> bool:
+        """Take a stale claim whose holder never verified; a verified holder keeps it."""
+        account = self._accounts.find(holder["email"])
+        if account is not None and account.state != "pending":
+            return False
+        if not self._stale(holder["created_at"]):
+            return False
+        try:
+            self._claims.update(
+                form.subdomain,
+                {"email": form.email, "created_at": self._clock()},
+                expect={"email": holder["email"], "created_at": holder["created_at"]},
+            )
+        except Conflict:
+            return False  # someone else took it over first
+        if account is not None and account.subdomain == form.subdomain:
+            self._accounts.discard_pending(account.email)
+        return True
 
     def send_verification(self, email: str) -> None:
         token = self._links.issue("verify", email, self._config.verify_ttl_s)

@@ -251,3 +251,45 @@ def test_a_same_origin_post_is_accepted(client, mailer: MemoryMailer) -> None:  
         body=urlencode({"csrf": csrf, **signup_fields()}).encode(),
     )
     assert resp.status_code == 200 and len(mailer.outbox) == 1
+
+
+def test_an_unverified_claim_expires_and_can_be_taken_over(  # type: ignore[no-untyped-def]
+    cp, client, mailer: MemoryMailer, clock: Clock, tenants: FakeTenants
+) -> None:
+    """A subdomain held by a signup never verified is free again once its link expired."""
+    post_form(client, "/signup", signup_fields())
+    stale_token = link_from(mailer.outbox[-1].text, "/verify")
+    resp = post_form(client, "/signup", signup_fields(email="bob@example.com"))
+    assert resp.status_code == 422  # still fresh: taken
+    clock.advance(24 * 3600 + 1)
+    resp = post_form(client, "/signup", signup_fields(email="bob@example.com"))
+    assert resp.status_code == 200
+    assert [c["email"] for c in cp.stores.claims.scan()] == ["bob@example.com"]
+    assert [a["email"] for a in cp.stores.accounts.scan()] == ["bob@example.com"]
+    assert client.http.get(f"/verify?token={stale_token}").status_code == 400
+    bob = link_from(mailer.last_to("bob@example.com").text, "/verify")  # type: ignore[union-attr]
+    assert client.http.get(f"/verify?token={bob}").status_code == 303
+    assert tenants.records["acme"].state == "running"
+
+
+def test_a_verified_claim_is_never_taken_over(  # type: ignore[no-untyped-def]
+    client, mailer: MemoryMailer, clock: Clock
+) -> None:
+    """Once verified, the subdomain stays its owner's however much time passes."""
+    post_form(client, "/signup", signup_fields())
+    client.http.get(f"/verify?token={link_from(mailer.outbox[-1].text, '/verify')}")
+    clock.advance(90 * 24 * 3600)
+    resp = post_form(client, "/signup", signup_fields(email="bob@example.com"))
+    assert resp.status_code == 422 and b"already taken" in resp.body
+
+
+def test_a_stale_pending_account_can_sign_up_again(  # type: ignore[no-untyped-def]
+    cp, client, mailer: MemoryMailer, clock: Clock
+) -> None:
+    """The same email, its first link expired, may sign up again with another subdomain."""
+    post_form(client, "/signup", signup_fields())
+    clock.advance(24 * 3600 + 1)
+    resp = post_form(client, "/signup", signup_fields(subdomain="acme-two"))
+    assert resp.status_code == 200
+    assert [c["subdomain"] for c in cp.stores.claims.scan()] == ["acme-two"]
+    assert cp.stores.accounts.get("ann@example.com")["subdomain"] == "acme-two"
