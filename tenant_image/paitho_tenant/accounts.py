@@ -7,6 +7,7 @@ seals the tenant and ends every session); the store keeps SHA-256 of the token, 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 import threading
@@ -23,7 +24,15 @@ from paitho_tenant.crypto import COLUMN_OPTIONS, DataKey
 from paitho_tenant.errors import BadRequest, Unauthorized
 
 _HASHER = PasswordHasher()  # argon2id, RFC 9106 low-memory profile
-_DUMMY_HASH = _HASHER.hash("paitho-timing-equaliser")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when no account matches, so timing does not reveal which emails exist
+    (computed on first use: hashing at import would slow every process start)."""
+    return _HASHER.hash("paitho-timing-equaliser")
+
+
 MIN_PASSWORD_LENGTH = 12
 
 
@@ -53,7 +62,7 @@ def authenticate(conn: psycopg.Connection[Any], key: DataKey, email: str, passwo
         "SELECT id, role, password_hash FROM accounts WHERE email_bidx = %s",
         (key.email_index(email),),
     ).fetchone()
-    stored = str(row[2]) if row else _DUMMY_HASH
+    stored = str(row[2]) if row else _dummy_hash()
     try:
         _HASHER.verify(stored, password)
     except (VerificationError, InvalidHashError):
