@@ -113,9 +113,14 @@ def sink_port_file(home: Path) -> Path:
 
 @dataclass
 class LocalControlPlane:
-    """What `paitho up` keeps: the mail sink handle; `stop()` ends it."""
+    """What `paitho up` keeps: the mail sink and the (lazily built) control plane."""
 
     sink: MailSink
+    control_plane: Callable[[], ControlPlane]
+
+    def tick(self) -> int:
+        """The billing clock (AWS runs it hourly by schedule; locally the platform calls this)."""
+        return len(self.control_plane().billing.tick())
 
     def stop(self) -> None:
         self.sink.stop()
@@ -144,7 +149,7 @@ def start_local_control_plane(
         return built[0]
 
     use(provider)
-    return LocalControlPlane(sink)
+    return LocalControlPlane(sink, provider)
 
 
 def running_sink_port(home: Path) -> int:

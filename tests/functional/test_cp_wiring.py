@@ -79,6 +79,7 @@ def test_platform_injection_and_mark_paid(aws_client: Any, unique: str) -> None:
             cp.billing.apply("acme", "canceled", "test")
             cp.stores.subscriptions.update("acme", {"state": "suspended"})
             tenants.suspend("acme")
+            assert handle.tick() == 1
             got = mark_paid(settings, tenants, aws_client("dynamodb"), "acme", f"inj-{unique}")
             assert got.state == "active" and tenants.records["acme"].state == "running"
             saved = last_mail(home, "ann@example.com")
