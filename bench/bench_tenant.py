@@ -18,6 +18,8 @@ Figures (bench/results.json):
                               against plain COPY of the same rows         target >= 0.25
     import_e2e_ratio_vs_copy  end-to-end import / COPY csv: adds CSV parsing and validation
     unlock_s                  Vault.unlock: settings check + the slow-S2K unwrap (median)
+    serve_ready_s             `paitho-tenant serve` process start to the first /healthz 200 on
+                              a migrated cluster (median of SERVE_STARTS)
 
 Run: .venv/bin/python -m bench bench_tenant
 """
@@ -29,8 +31,11 @@ import os
 import random
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -48,6 +53,7 @@ from chalicelib.launchers import pgcluster
 ROWS = 100_000
 ROUNDS = 3
 UNLOCKS = 5
+SERVE_STARTS = 5
 HEADER = ["Email Address", "First Name", "Last Name", "Company", "Job Title", "City", "Country"]
 _FIRST = ["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken", "Radia", "Tim"]
 _LAST = ["Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson"]
@@ -113,9 +119,30 @@ def main() -> None:
         record("import_e2e_ratio_vs_copy", t_csv / t_e2e, "ratio", t_csv / t_e2e)
         record("import_copy_rows_per_s", ROWS / t_rows, "rows/s")
         record("unlock_s", median(unlock_times), "s")
+        record("serve_ready_s", median([_serve_ready(admin) for _ in range(SERVE_STARTS)]), "s")
     finally:
         pgcluster.stop(proc)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _serve_ready(admin: str) -> float:
+    port = _free_port()
+    env = {**os.environ, "PAITHO_TENANT_DB": admin, "PAITHO_TENANT_SLUG": "bench"}
+    argv = [sys.executable, "-m", "paitho_tenant.cli", "serve", "--port", str(port)]
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while time.perf_counter() - started < 30:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    if r.status == 200:
+                        return time.perf_counter() - started
+            except OSError:
+                time.sleep(0.005)
+        raise RuntimeError("paitho-tenant serve did not answer /healthz in 30 s")
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def _copy_rows(cluster: pgcluster.Cluster, parsed: list[LeadRow | RowError]) -> float:
