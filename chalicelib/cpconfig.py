@@ -38,14 +38,17 @@ class RateRule:
 
 @dataclass(frozen=True)
 class TableNames:
+    """DynamoDB table names; the defaults are `TableNames.with_prefix("paitho")` and match
+    infra/aws/controlplane.yaml."""
+
     accounts: str = "paitho-accounts"
-    claims: str = "paitho-subdomain-claims"
+    claims: str = "paitho-claims"
     sessions: str = "paitho-sessions"
-    tokens: str = "paitho-used-tokens"
+    tokens: str = "paitho-tokens"
     ratelimits: str = "paitho-ratelimits"
     audit: str = "paitho-audit"
     subscriptions: str = "paitho-subscriptions"
-    stripe_events: str = "paitho-stripe-events"
+    stripe_events: str = "paitho-stripe_events"
     licences: str = "paitho-licences"
     changelog: str = "paitho-changelog"
     status: str = "paitho-status"

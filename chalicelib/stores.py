@@ -112,6 +112,10 @@ SPECS: dict[str, TableSpec] = {
 }
 
 
+# Tables whose items expire by DynamoDB TTL on `expires_at` (epoch seconds).
+TTL_KINDS = frozenset({"sessions", "tokens", "ratelimits"})
+
+
 def check_allowed(table: str, names: Any) -> None:
     extra = sorted(set(names) - SPECS[table].allowed)
     if extra:
@@ -168,6 +172,12 @@ class DynamoTable:
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ResourceInUseException":
                 raise StoreError(f"could not create table {self.name}: {exc}") from exc
+            return
+        if self.kind in TTL_KINDS:
+            self._call(
+                "update_time_to_live",
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"},
+            )
 
     def _call(self, method: str, **kwargs: Any) -> Any:
         try:
