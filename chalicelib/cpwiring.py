@@ -7,18 +7,21 @@ links mailed before a restart stop working, and nothing is ever written to disk.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from chalicelib.billing import Subscription
 from chalicelib.cpconfig import CpConfig, Secret, TableNames
-from chalicelib.errors import PlatformUnavailable
+from chalicelib.errors import InvalidInput, PlatformUnavailable
 from chalicelib.mailer import Mailer, SesMailer, SmtpMailer
 from chalicelib.mailsink import MailSink, start_mail_sink
 from chalicelib.ports import TenantPort
@@ -43,6 +46,47 @@ def ephemeral_keys(stripe_webhook_secret: str | None = None) -> CpKeys:
         stripe_webhook_secret=(
             Secret(stripe_webhook_secret.encode()) if stripe_webhook_secret else None
         ),
+    )
+
+
+def aws_keys(ssm: Any, prefix: str = "/paitho/control-plane") -> CpKeys:
+    """Read the keys from SSM Parameter Store (SecureString, decrypted in memory only):
+    `{prefix}/token-key` (hex, 32+ bytes), `{prefix}/licence-keys` (JSON {kid: base64 raw
+    Ed25519 private key}), `{prefix}/licence-kid` (the signing key id) and, optionally,
+    `{prefix}/stripe-webhook-secret`."""
+
+    def param(name: str, required: bool = True) -> str | None:
+        try:
+            resp = ssm.get_parameter(Name=f"{prefix}/{name}", WithDecryption=True)
+        except ClientError as exc:
+            if not required and exc.response["Error"]["Code"] == "ParameterNotFound":
+                return None
+            raise PlatformUnavailable(
+                f"control-plane parameter {prefix}/{name} unreadable: "
+                f"{exc.response['Error']['Code']}"
+            ) from exc
+        return str(resp["Parameter"]["Value"])
+
+    try:
+        token_key = bytes.fromhex(param("token-key") or "")
+        raw_keys = json.loads(param("licence-keys") or "{}")
+        licence_keys = {
+            str(kid): Ed25519PrivateKey.from_private_bytes(base64.b64decode(value))
+            for kid, value in raw_keys.items()
+        }
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput(f"control-plane keys under {prefix} are malformed") from exc
+    if len(token_key) < 32:
+        raise InvalidInput(f"{prefix}/token-key must hold at least 32 bytes (64 hex digits)")
+    kid = param("licence-kid") or ""
+    if kid not in licence_keys:
+        raise InvalidInput(f"{prefix}/licence-kid names no key in {prefix}/licence-keys")
+    webhook = param("stripe-webhook-secret", required=False)
+    return CpKeys(
+        token_key=Secret(token_key),
+        licence_keys=licence_keys,
+        licence_kid=kid,
+        stripe_webhook_secret=Secret(webhook.encode()) if webhook else None,
     )
 
 

@@ -112,3 +112,39 @@ def test_the_saved_mail_holds_the_link_verbatim(aws_client: Any, unique: str) ->
             assert link in raw
         finally:
             sink.stop()
+
+
+def test_aws_keys_come_from_ssm_parameters(aws_client: Any, unique: str) -> None:
+    """Keys are read from SecureString parameters; a missing licence kid is a clear error."""
+    import base64
+    import json
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from chalicelib.cpwiring import aws_keys
+    from chalicelib.errors import InvalidInput, PlatformUnavailable
+
+    ssm = aws_client("ssm")
+    prefix = f"/paitho-{unique}/control-plane"
+    key = Ed25519PrivateKey.generate()
+    raw = key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+
+    def put(name: str, value: str) -> None:
+        ssm.put_parameter(Name=f"{prefix}/{name}", Value=value, Type="SecureString", Overwrite=True)
+
+    with pytest.raises(PlatformUnavailable, match="token-key"):
+        aws_keys(ssm, prefix)
+    put("token-key", "ab" * 32)
+    put("licence-keys", json.dumps({"2026-12": base64.b64encode(raw).decode()}))
+    put("licence-kid", "2026-11")
+    with pytest.raises(InvalidInput, match="licence-kid"):
+        aws_keys(ssm, prefix)
+    put("licence-kid", "2026-12")
+    keys = aws_keys(ssm, prefix)
+    assert keys.token_key.reveal() == bytes.fromhex("ab" * 32)
+    assert keys.licence_kid == "2026-12" and keys.stripe_webhook_secret is None
+    put("stripe-webhook-secret", "whsec_live")
+    assert aws_keys(ssm, prefix).stripe_webhook_secret is not None
