@@ -49,6 +49,9 @@ from paitho_tenant.ai.errors import (
 log = logging.getLogger(__name__)
 
 KINDS = ("openai", "anthropic", "google", "openai_compatible")
+# At DEBUG the SDKs and their HTTP clients log request options (the prompt, hence lead facts)
+# and response headers. They are held at WARNING whatever the root level or OPENAI_LOG says.
+SDK_LOGGERS = ("openai", "anthropic", "google_genai", "google.genai", "httpx2", "httpcore2")
 DEFAULT_BASE_URLS = {
     "openai": "https://api.openai.com/v1",
     "anthropic": "https://api.anthropic.com",
@@ -430,6 +433,7 @@ class ProviderRegistry:
         sleep: Callable[[float], None] = time.sleep,
         adapter_factory: Callable[[Endpoint, str], Adapter] = build_adapter,
     ) -> None:
+        quiet_sdk_loggers()
         self.base_urls = dict(base_urls or {})
         self.timeout = timeout
         self.max_attempts = max_attempts
@@ -482,6 +486,11 @@ class ProviderRegistry:
             self._adapters.clear()
         for adapter in adapters:
             _close(adapter)
+
+
+def quiet_sdk_loggers() -> None:
+    for name in SDK_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _close(adapter: Adapter) -> None:
