@@ -17,18 +17,17 @@ from paitho_tenant.ai.errors import (
     ProviderTimeout,
 )
 
-from tests.functional.test_ai_support import (
-    KINDS,
-    MODELS,
-    AIWorld,
-    ai_world,  # noqa: F401  (fixture)
-    fake_llm,  # noqa: F401  (fixture)
-    scoped,
-)
-from tests.functional.test_tenant_support import (
-    tenant_cluster,  # noqa: F401  (fixture)
-    tenant_template,  # noqa: F401  (fixture)
-)
+from tests.conftest import RunningCluster
+from tests.fakes.fake_llm import FakeLLM
+from tests.functional import test_ai_support as support
+from tests.functional import test_tenant_support as tenant_support
+from tests.functional.test_ai_support import KINDS, MODELS, AIWorld, build_world, scoped
+
+# Fixtures used here (assigned, so a test's parameter of the same name is not a redefinition).
+tenant_template = tenant_support.tenant_template
+tenant_cluster = tenant_support.tenant_cluster
+fake_llm = support.fake_llm
+ai_world = support.ai_world
 
 pytestmark = pytest.mark.functional
 
@@ -74,7 +73,7 @@ def test_qualification_records_one_encrypted_stage_run_with_cost(ai_world: AIWor
     assert "Globex 0" in request.prompt and "Ada0" in request.prompt
     assert "Operations leaders at logistics" in request.prompt
     assert "lead0@example.test" not in request.prompt
-    [(job, attempt, status, code, error, http, cost, stage, model, tin, tout)] = _meta(w)
+    [(_job, attempt, status, code, error, http, cost, stage, model, tin, tout)] = _meta(w)
     assert (attempt, status, code, error, http) == (1, "ok", None, None, 1)
     assert (stage, model, tin, tout) == ("qualify", "gpt-test", 120, 45)
     assert cost == Decimal("0.000600")  # (120 * 2 + 45 * 8) / 1e6
@@ -119,7 +118,7 @@ def test_malformed_output_twice_is_a_recorded_failure_with_nothing_saved(
     """Two invalid answers: InvalidOutput with the reason, two runs, no qualification row."""
     w = ai_world
     w.fake.script(["bad_output", "bad_output"])
-    with pytest.raises(InvalidOutput, match="invalid twice.*not a JSON object"):
+    with pytest.raises(InvalidOutput, match=r"invalid twice.*not a JSON object"):
         w.service.qualify(w.workspace_id, w.lead_ids[0], w.brand_id, w.key_ids["openai"], "m")
     assert [r[2] for r in _meta(w)] == ["invalid_output", "invalid_output"]
     assert scoped(w, "SELECT count(*) FROM ai_qualifications") == [(0,)]
@@ -151,10 +150,10 @@ def test_faults_leave_a_clear_failed_run_and_no_draft(
     assert scoped(w, "SELECT count(*) FROM ai_drafts") == [(0,)]
 
 
-def test_timeouts_record_every_http_attempt(tenant_cluster, fake_llm) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+def test_timeouts_record_every_http_attempt(
+    tenant_cluster: RunningCluster, fake_llm: FakeLLM
+) -> None:
     """Timeouts exhaust the attempts; the failed run records how many HTTP attempts there were."""
-    from tests.functional.test_ai_support import build_world
-
     w = build_world(tenant_cluster, fake_llm, timeout=0.3, max_attempts=2)
     try:
         fake_llm.state.timeout_seconds = 1.5
