@@ -248,7 +248,15 @@ def encrypted_dump(
         [str(bindir / "pg_dumpall"), "--roles-only", "--no-role-passwords", "-d", conninfo],
         "pg_dumpall --roles-only",
     )
-    argv = [str(bindir / "pg_dump"), "--format=custom", "--no-password", "--dbname", conninfo]
+    argv = [
+        str(bindir / "pg_dump"),
+        "--format=custom",
+        "--no-password",
+        # Period keys travel as separate objects that retention can delete (retention.py).
+        "--exclude-table-data=public.period_keys",
+        "--dbname",
+        conninfo,
+    ]
     if compress is not None:
         argv.append(f"--compress={compress}")
     with tempfile.TemporaryFile() as errors:  # pg_dump's messages only, never data
@@ -299,6 +307,9 @@ class BackupJob:
         swept = destination.sweep_incomplete(self.sweep_older_than)
         if swept:
             log.info("tenant=%s removed %d interrupted backup leftovers", self.tenant, swept)
+        from paitho_tenant.retention import sync_period_keys
+
+        sync_period_keys(self.conninfo, destination, self.tenant, self.public_pem)
         writer = destination.writer(name)
         digest, size = hashlib.sha256(), 0
         try:
@@ -317,6 +328,8 @@ class BackupJob:
         except BaseException:
             writer.abort()
             raise
+        # Keys of periods that began while dumping (the dump may reference them).
+        sync_period_keys(self.conninfo, destination, self.tenant, self.public_pem)
         return BackupResult(
             tenant=self.tenant,
             started_at=_iso(started),

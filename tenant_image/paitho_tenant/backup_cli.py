@@ -1,10 +1,12 @@
-"""`paitho-tenant backup | restore | export-bundle`: the backup commands of the tenant CLI.
+"""`paitho-tenant backup | retention | restore | export-bundle`: the tenant CLI's backup commands.
 
 The lead wires them into cli.py with `register(subparsers)` and dispatches with `run(args)`;
 `python -m paitho_tenant.backup_cli ...` runs them standalone.
 
     backup --to URL --recipient KEY     dump, encrypt to the public key, store, verify; prints
                                         one JSON line of metadata (never content or key)
+    retention [--to URL --keep-backups-days N]   shred stage-run periods older than 90 days
+                                        (and their escrowed keys), delete old backups
     restore --from URL --private-key FILE --data-dir DIR
     export-bundle --from URL --image REF --out FILE
 
@@ -54,6 +56,18 @@ def register(subparsers: Any) -> None:
         default=None,
         help="file holding the private key's passphrase, if the key is encrypted",
     )
+
+    retention = subparsers.add_parser("retention", help="apply retention (no passphrase needed)")
+    retention.add_argument("--db", default=os.environ.get("PAITHO_TENANT_DB"))
+    retention.add_argument("--tenant", default=os.environ.get("PAITHO_TENANT_SLUG"))
+    retention.add_argument("--to", dest="to", default=os.environ.get("PAITHO_BACKUP_TO"))
+    retention.add_argument(
+        "--keep-backups-days",
+        type=int,
+        default=int(os.environ.get("PAITHO_BACKUP_KEEP_DAYS", "0")) or None,
+        help="delete backups older than this at the destination (the newest always stays)",
+    )
+    retention.add_argument("--as-of", default=None, help="ISO time to apply retention as of")
 
     bundle = subparsers.add_parser("export-bundle", help="one archive to walk away with")
     bundle.add_argument("--from", dest="source", required=True, help="the backup object's URL")
@@ -117,7 +131,8 @@ def cmd_backup(args: argparse.Namespace, report: Callable[[str, str], None]) -> 
 
 def cmd_restore(args: argparse.Namespace) -> int:
     from chalicelib.launchers.pgcluster import find_bindir
-    from paitho_tenant.restore import load_private_key, restore_into_new_cluster
+    from paitho_tenant.restore import _public_of, load_private_key, restore_into_new_cluster
+    from paitho_tenant.retention import restore_period_keys
 
     passphrase = (
         args.private_key_passphrase_file.read_bytes().strip()
@@ -126,10 +141,58 @@ def cmd_restore(args: argparse.Namespace) -> int:
     )
     private_pem = load_private_key(args.private_key, passphrase)
     base, name = split_object_url(args.source)
-    with open_destination(base) as destination, destination.reader(name) as source:
-        result = restore_into_new_cluster(source, private_pem, args.data_dir, find_bindir())
+    root, tenant = split_object_url(base)  # dumps live under {root}/{tenant}/
+
+    with open_destination(root) as destination:
+
+        def put_back_period_keys(conninfo_for: Callable[[str], str], dbs: tuple[str, ...]) -> None:
+            public_pem = _public_of(private_pem)
+            for db in dbs:
+                restore_period_keys(destination, tenant, private_pem, public_pem, conninfo_for(db))
+
+        with destination.reader(f"{tenant}/{name}") as source:
+            result = restore_into_new_cluster(
+                source, private_pem, args.data_dir, find_bindir(), after=put_back_period_keys
+            )
     print(json.dumps({"data_dir": str(result.data_dir), "databases": list(result.databases)}))
     return 0
+
+
+def cmd_retention(args: argparse.Namespace, report: Callable[[str, str], None]) -> int:
+    from datetime import UTC, datetime
+
+    from paitho_tenant.backup import now_iso
+    from paitho_tenant.db import owner_conninfo
+    from paitho_tenant.retention import RetentionResult, apply
+
+    if not args.db or not args.tenant:
+        print("paitho-tenant retention: missing --db or --tenant", file=sys.stderr)
+        return 2
+    as_of = datetime.fromisoformat(args.as_of) if args.as_of else datetime.now(UTC)
+    try:
+        if args.to:
+            with open_destination(args.to) as destination:
+                result = apply(
+                    args.tenant, owner_conninfo(args.db), destination, as_of, args.keep_backups_days
+                )
+        else:
+            result = apply(args.tenant, owner_conninfo(args.db), None, as_of)
+    except BackupError as exc:
+        stamp = now_iso()
+        result = RetentionResult(
+            tenant=args.tenant,
+            started_at=stamp,
+            finished_at=stamp,
+            outcome="failed",
+            error=type(exc).__name__,
+            reason=exc.message,
+        )
+    line = result.to_json()
+    print(line, flush=True)
+    token = os.environ.get(TOKEN_ENV)
+    if token:
+        report(token, line)
+    return 0 if result.outcome == "succeeded" else 1
 
 
 def cmd_export_bundle(args: argparse.Namespace) -> int:
@@ -147,6 +210,8 @@ def run(args: argparse.Namespace, report: Callable[[str, str], None] | None = No
     try:
         if args.command == "backup":
             return cmd_backup(args, report or _report_to_step_functions)
+        if args.command == "retention":
+            return cmd_retention(args, report or _report_to_step_functions)
         if args.command == "restore":
             return cmd_restore(args)
         if args.command == "export-bundle":

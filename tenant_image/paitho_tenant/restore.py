@@ -16,7 +16,7 @@ import socket
 import struct
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO
@@ -148,9 +148,14 @@ def _wait(proc: subprocess.Popen[bytes], errors: IO[bytes], what: str) -> None:
 
 
 def restore_into_new_cluster(
-    source: BinaryIO, private_pem: bytes, data_dir: Path, bindir: Path
+    source: BinaryIO,
+    private_pem: bytes,
+    data_dir: Path,
+    bindir: Path,
+    after: Callable[[Callable[[str], str], tuple[str, ...]], None] | None = None,
 ) -> RestoreResult:
-    """initdb `data_dir`, start it on a private socket, restore roles and database, stop it."""
+    """initdb `data_dir`, start it on a private socket, restore roles and database, run
+    `after(conninfo_for, databases)` (e.g. to put back period keys) and stop it."""
     if data_dir.exists() and any(data_dir.iterdir()):
         raise InvalidBackupRequest(f"{data_dir} is not empty; restore builds a NEW cluster")
     with contextlib.suppress(FileNotFoundError):
@@ -212,6 +217,8 @@ def restore_into_new_cluster(
             check=True,
         )
         databases = tuple(listing.stdout.decode().split())
+        if after is not None:
+            after(cluster.conninfo, databases)
     except BaseException as exc:
         if proc is not None:
             pgcluster.stop(proc)
