@@ -60,6 +60,7 @@ class AuthService:
 
     def logout(self, session: Session) -> None:
         self._sessions.end(session)
+        self._audit.record("logout", self._accounts.get(session.email).account_id)
 
     def account_for(self, session: Session) -> Account:
         return self._accounts.get(session.email)
@@ -93,4 +94,9 @@ class AuthService:
             raise InvalidInput(problem)
         self._links.consume(token, "reset")
         self._accounts.set_password(claims.subject, password)
-        self._audit.record("password-reset", self._accounts.get(claims.subject).account_id)
+        ended = self._sessions.end_all(claims.subject)
+        self._audit.record(
+            "password-reset",
+            self._accounts.get(claims.subject).account_id,
+            detail=f"sessions ended: {ended}",
+        )

@@ -66,6 +66,13 @@ class SessionService:
     def end(self, session: Session) -> None:
         self._table.delete(_hash(session.session_id))
 
+    def end_all(self, email: str) -> int:
+        """End every session of an account (after a password reset). Returns how many."""
+        mine = [item["sid_hash"] for item in self._table.scan() if item["email"] == email]
+        for sid_hash in mine:
+            self._table.delete(sid_hash)
+        return len(mine)
+
     def cookie_value(self, headers: Mapping[str, str]) -> str | None:
         raw = headers.get("cookie", "")
         if not raw:

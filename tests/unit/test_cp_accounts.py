@@ -217,3 +217,14 @@ def test_the_audit_log_cannot_overwrite_an_entry(cp) -> None:  # type: ignore[no
     with pytest.raises(Conflict):
         cp.stores.audit.put_new({"event_id": entry.event_id, "at": "x", "action": "forged"})
     assert not hasattr(cp.audit, "delete") and not hasattr(cp.audit, "update")
+
+
+def test_a_password_reset_ends_every_open_session(client, mailer: MemoryMailer) -> None:  # type: ignore[no-untyped-def]
+    """Sessions opened before a reset stop working once the password changes."""
+    cookie = cookie_of(login(client))
+    headers = {**HOST, "Cookie": cookie}
+    assert client.http.get("/billing", headers=headers).status_code == 200
+    post_form(client, "/reset/request", {"email": "ann@example.com"}, csrf_page="/reset")
+    token = link_from(mailer.last_to("ann@example.com").text, "/reset")  # type: ignore[union-attr]
+    post_form(client, "/reset", {"token": token, "password": "violet-mountain-orchard-7"}, "/reset")
+    assert client.http.get("/billing", headers=headers).headers["Location"] == "/login"
