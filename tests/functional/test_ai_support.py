@@ -6,20 +6,26 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 from paitho_tenant import keychain, leads, workspaces
+from paitho_tenant.ai import enrichment
+from paitho_tenant.ai import web as ai_web
 from paitho_tenant.ai.providers import ProviderRegistry
 from paitho_tenant.ai.service import AIService
 from paitho_tenant.crypto import DataKey
 from paitho_tenant.db import app_conninfo
 from psycopg_pool import ConnectionPool
+from starlette.applications import Starlette
 
 from tests.conftest import RunningCluster
 from tests.fakes.fake_llm import FakeLLM
+from tests.functional.test_tenant_support import client_for, make_app, set_up
 
 KINDS = ("openai", "anthropic", "google", "openai_compatible")
 MODELS = {
@@ -81,9 +87,14 @@ def fake_llm() -> Iterator[FakeLLM]:
 
 
 def seed(
-    conn: psycopg.Connection[Any], key: DataKey, leads_count: int = 3, company: str = "Globex"
+    conn: psycopg.Connection[Any],
+    key: DataKey,
+    leads_count: int = 3,
+    company: str = "Globex",
+    workspace_id: int | None = None,
+    secret_tag: str = "",
 ) -> tuple[int, int, list[int], dict[str, int], dict[str, str]]:
-    ws = int(workspaces.create(conn, "default", "eu")["id"])
+    ws = workspace_id or int(workspaces.create(conn, "default", "eu")["id"])
     brand = workspaces.create_brand(
         conn,
         key,
@@ -105,7 +116,7 @@ def seed(
     lead_ids = [int(r[0]) for r in _lead_ids(conn, ws)]
     key_ids, secrets = {}, {}
     for kind in KINDS:
-        secrets[kind] = f"{kind}-keychain-secret-0123456789"
+        secrets[kind] = f"{kind}-keychain-secret-{secret_tag}0123456789"
         key_ids[kind] = int(keychain.add(conn, key, ws, kind, f"{kind} key", secrets[kind])["id"])
     return ws, brand, lead_ids, key_ids, secrets
 
@@ -149,6 +160,35 @@ def ai_world(tenant_cluster: RunningCluster, fake_llm: FakeLLM) -> Iterator[AIWo
     yield world
     world.service.registry.clear()
     world.pool.close()
+
+
+@contextmanager
+def live_ai_app(
+    cluster: RunningCluster, fake: FakeLLM, apollo_url: str | None = None
+) -> Iterator[tuple[httpx.Client, Starlette, RecordingQueue]]:
+    """The real tenant app with the AI routes mounted, served by uvicorn, set up and logged
+    in; its AIService calls the fake provider."""
+    app = make_app(cluster)
+    app.router.routes.extend(ai_web.routes)
+    queue = RecordingQueue()
+    c = app.state.components
+    registry = ProviderRegistry(
+        {"openai": fake.openai_base, "anthropic": fake.url, "google": fake.url},
+        timeout=2.0,
+        max_attempts=3,
+        sleep=Sleeps(),
+    )
+    ai_web.install(
+        app, AIService(lambda: c.pool.connection(timeout=10), c.vault.key, registry, queue)
+    )
+    if apollo_url is not None:
+        app.state.enrichment_factory = enrichment.default_factory(apollo_url)
+    with client_for(app) as client:
+        set_up(client)
+        try:
+            yield client, app, queue
+        finally:
+            registry.clear()
 
 
 def scoped(world: AIWorld, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
