@@ -115,6 +115,8 @@ def test_full_run_leaves_only_allowlisted_attributes(aws_client: Any, unique: st
     secrets_seen += [reset_token, new_password]
     post_form(client, "/reset", {"token": reset_token, "password": new_password}, "/reset")
     post_form(client, "/login", {"email": "ann@example.com", "password": "wrong-password-x"})
+    resp = post_form(client, "/login", {"email": "ann@example.com", "password": new_password})
+    secrets_seen.append(str(resp.headers["Set-Cookie"]).split(";")[0].split("=", 1)[1])
 
     # billing through Stripe, a licence, posture data
     stripe_post(client, "evt_1", "invoice.paid", {"object": "invoice"})
