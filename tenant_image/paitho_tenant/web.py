@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import importlib
+import importlib.util
 import json
 import logging
 import secrets
@@ -28,7 +30,8 @@ from starlette.responses import (
     Response,
     StreamingResponse,
 )
-from starlette.routing import Route
+from starlette.routing import Route, Router
+from starlette.types import Receive, Scope, Send
 
 from paitho_tenant import (
     accounts,
@@ -608,8 +611,42 @@ async def security_txt(request: Request) -> Response:
     )
 
 
+class LazyArea:
+    """The routes of another area (a module with a module-level `routes` list), imported on the
+    first request that reaches them: some areas take seconds to import (provider SDKs) and the
+    tenant must start in well under a second."""
+
+    def __init__(self, module: str) -> None:
+        self.module = module
+        self._router: Router | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._router is None:
+            module = await run_in_threadpool(importlib.import_module, self.module)
+            self._router = Router(routes=list(module.routes))
+        await self._router(scope, receive, send)
+
+
+# Other areas' HTTP edges: module, then the paths (full, as in the module) routed to it.
+AREAS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("paitho_tenant.ai.web", ("/api/ai/{rest:path}",)),
+    ("paitho_tenant.outbound.web", ("/api/mailboxes", "/u/{rest:path}")),
+)
+
+
+def _area_routes() -> list[Route]:
+    mounted = []
+    for module, paths in AREAS:
+        if importlib.util.find_spec(module) is None:
+            continue
+        area = LazyArea(module)
+        mounted += [Route(path, area) for path in paths]
+    return mounted
+
+
 def routes() -> list[Route]:
     return [
+        *_area_routes(),
         Route("/healthz", healthz),
         Route("/", index),
         Route("/setup", setup_form, methods=["GET"]),

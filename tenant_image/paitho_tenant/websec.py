@@ -5,6 +5,8 @@ CSRF rule for every mutating request (POST, PUT, PATCH, DELETE):
   - a JSON/API client must send `X-Requested-With: XMLHttpRequest`; an HTML form (only the
     setup and unlock pages post forms) must instead carry a `csrf_token` field equal to the
     `csrf` cookie its page set (double submit). Anything else is refused with 403.
+Exempt: RFC 8058 one-click unsubscribe (`POST /u/{token}`), which mail providers send without
+an Origin; the unguessable token in the path is its authority and it needs no session.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 FORM_PATHS = frozenset({"/setup", "/unlock"})
 FORM_TYPES = ("application/x-www-form-urlencoded",)
 CSRF_COOKIE = "csrf"
+CSRF_EXEMPT_PREFIXES = ("/u/",)
 
 SECURITY_HEADERS: dict[str, str] = {
     "Content-Security-Policy": (
@@ -53,7 +56,7 @@ def session_cookie_name(origin: str) -> str:
 
 def csrf_verdict(method: str, path: str, headers: Mapping[str, str], origin: str) -> str:
     """'ok', 'form' (allowed if the handler then validates the form token) or 'refuse'."""
-    if method.upper() not in MUTATING:
+    if method.upper() not in MUTATING or path.startswith(CSRF_EXEMPT_PREFIXES):
         return "ok"
     sent_origin = headers.get("origin", "").lower().rstrip("/")
     if not sent_origin or sent_origin != origin:
