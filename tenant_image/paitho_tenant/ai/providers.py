@@ -40,6 +40,7 @@ from paitho_tenant.ai.errors import (
     AIError,
     KeyRejected,
     MalformedResponse,
+    NoProviderKey,
     ProviderError,
     ProviderTimeout,
     ProviderUnavailable,
@@ -359,7 +360,10 @@ class GeminiAdapter:
 def build_adapter(endpoint: Endpoint, secret: str) -> Adapter:
     if endpoint.kind in ("openai", "openai_compatible"):
         if endpoint.kind == "openai_compatible" and not endpoint.base_url:
-            raise ProviderError("an OpenAI-compatible key needs the base URL of its server")
+            raise NoProviderKey(
+                "an OpenAI-compatible key needs the base URL of its server: "
+                f"PUT /api/ai/endpoints/{endpoint.key_id}"
+            )
         return OpenAIAdapter(endpoint, secret)
     if endpoint.kind == "anthropic":
         return AnthropicAdapter(endpoint, secret)
