@@ -13,20 +13,21 @@ from chalicelib import webapp
 
 app = Chalice(app_name="paitho-control-plane")
 
-_provider: list[Callable[[], webapp.ControlPlane]] = []
+_injected = webapp.Injected()
 
 
 def use(provider: Callable[[], webapp.ControlPlane]) -> None:
     """Inject how to build the ControlPlane (call before the first request is served)."""
-    _provider[:] = [provider]
+    _injected.provider = provider
 
 
 def _services() -> webapp.ControlPlane:
-    if _provider:
-        return _provider[0]()
+    if _injected.provider is not None:
+        return _injected.provider()
     factory = importlib.import_module("chalicelib.factory")
     control_plane: webapp.ControlPlane = factory.control_plane()
     return control_plane
 
 
-webapp.build(app, _services)
+handlers = webapp.build(app, _services)
+billing_tick = handlers.billing_tick  # the hourly schedule's Lambda handler: app.billing_tick

@@ -149,6 +149,13 @@ def build_control_plane(
     )
 
 
+class Injected:
+    """Holds a provider the local platform injects into app.py (see `app.use`)."""
+
+    def __init__(self) -> None:
+        self.provider: Callable[[], ControlPlane] | None = None
+
+
 class Lazy:
     """Resolves the ControlPlane once, on first use, thread-safely."""
 
@@ -200,7 +207,15 @@ def guarded(lazy: Lazy, view: Callable[..., Response]) -> Callable[..., Response
     return wrapper
 
 
-def build(app: Chalice, services: ControlPlane | Callable[[], ControlPlane]) -> None:
+@dataclass(frozen=True)
+class Handlers:
+    """Lambda handlers besides the API: app.py binds each to a module-level name, because the
+    deployed Lambda's handler string is `app.<name>`."""
+
+    billing_tick: Callable[..., Any]
+
+
+def build(app: Chalice, services: ControlPlane | Callable[[], ControlPlane]) -> Handlers:
     """Register the control plane's web routes, and the hourly billing clock, on `app`."""
     lazy = Lazy(services)
     register_routes(app, lazy, guarded)
@@ -210,3 +225,5 @@ def build(app: Chalice, services: ControlPlane | Callable[[], ControlPlane]) -> 
         """Grace expiry → suspension, notice expiry → deletion (locally: call billing.tick())."""
         changed = lazy.get().billing.tick()
         log.info("billing tick over %d subscriptions", len(changed))
+
+    return Handlers(billing_tick=billing_tick)

@@ -35,4 +35,17 @@ def test_app_serves_the_injected_control_plane() -> None:
         assert client.http.get("/trust").status_code == 200
         assert calls == [1]
     finally:
-        module._provider.clear()
+        module._injected.provider = None
+
+
+def test_every_lambda_handler_is_a_module_level_name() -> None:
+    """Each non-API Lambda chalice registers resolves as `app.<name>` (its handler string)."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        module = importlib.import_module("app")
+    finally:
+        sys.path.remove(str(ROOT))
+    names = [e.name for e in module.app.event_sources]
+    assert names == ["billing_tick"]
+    for name in names:
+        assert callable(getattr(module, name))
