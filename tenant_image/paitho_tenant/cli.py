@@ -53,6 +53,20 @@ def _unlocked_key(admin: str, args: argparse.Namespace) -> Any:
     return vault.key()
 
 
+def harden_process() -> None:
+    """No core dumps and no same-user ptrace: the unsealed data key lives in this process's
+    memory (research/security.md §2.2). Best effort; root can still read memory."""
+    import ctypes
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
+    except (OSError, AttributeError):
+        logging.getLogger("paitho_tenant").warning("could not mark the process non-dumpable")
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -61,6 +75,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from paitho_tenant.errors import DatabaseUnavailable
 
     admin = _conninfo(args)
+    harden_process()
     unlock_file = Path(args.unlock_file) if args.unlock_file else None
     if unlock_file is not None and os.environ.get("PAITHO_EDITION") != "self-hosted":
         print(

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -112,7 +113,8 @@ def test_healthz_is_503_when_the_database_is_gone(tenant_cluster: RunningCluster
 
 
 def test_cli_serve_as_the_launcher_runs_it(tenant_cluster: RunningCluster) -> None:  # noqa: F811
-    """`paitho-tenant serve` with PAITHO_TENANT_DB on a migrated clone answers /healthz fast."""
+    """`paitho-tenant serve` with PAITHO_TENANT_DB on a migrated clone answers /healthz fast,
+    with core dumps disabled."""
     port = free_port()
     env = {
         **os.environ,
@@ -146,6 +148,9 @@ def test_cli_serve_as_the_launcher_runs_it(tenant_cluster: RunningCluster) -> No
         elapsed = time.monotonic() - started
         assert state == {"state": "uninitialized"}
         assert elapsed < 5, elapsed
+        limits = Path(f"/proc/{proc.pid}/limits").read_text()
+        core = next(line for line in limits.splitlines() if line.startswith("Max core file size"))
+        assert core.split()[4:6] == ["0", "0"], core
     finally:
         proc.terminate()
         proc.wait(10)
