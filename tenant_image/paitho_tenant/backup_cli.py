@@ -219,6 +219,22 @@ def run(args: argparse.Namespace, report: Callable[[str, str], None] | None = No
     except BackupError as exc:
         print(f"paitho-tenant {args.command}: {exc.message}", file=sys.stderr)
         return 1
+    except Exception as exc:  # the outermost handler: log it, and never leave a token waiting
+        log.exception("paitho-tenant %s failed", args.command)
+        token = os.environ.get(TOKEN_ENV)
+        if token and args.command in ("backup", "retention"):
+            from paitho_tenant.backup import now_iso
+
+            failed = {
+                "tenant": getattr(args, "tenant", None) or "",
+                "started_at": now_iso(),
+                "finished_at": now_iso(),
+                "outcome": "failed",
+                "error": type(exc).__name__,
+                "reason": f"unexpected {type(exc).__name__}; details are in the tenant's log",
+            }
+            (report or _report_to_step_functions)(token, json.dumps(failed))
+        return 1
     print(f"paitho-tenant: unknown command {args.command!r}", file=sys.stderr)
     return 2
 

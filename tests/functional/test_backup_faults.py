@@ -3,6 +3,7 @@ or truncated objects and the wrong key at restore."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -201,3 +202,29 @@ def test_corrupted_truncated_or_foreign_object_is_refused_at_restore(
         with path.open("rb") as source, pytest.raises(BackupCorrupted, match="cannot be decrypted"):
             restore_into_new_cluster(source, key, data_dir, pg_bindir)
         assert not data_dir.exists()
+
+
+def test_a_crashing_job_still_answers_its_token(
+    monkeypatch: pytest.MonkeyPatch, work_root: Path
+) -> None:
+    """Even an unexpected error (here: no database at all) answers the workflow's token with a
+    failed, metadata-only result, so the state machine records it instead of timing out."""
+    import argparse
+
+    from paitho_tenant import backup_cli
+
+    monkeypatch.setenv(backup_cli.TOKEN_ENV, "token-1")
+    reports: list[tuple[str, str]] = []
+    args = argparse.Namespace(
+        command="retention",
+        db=f"host={work_root}/no-such-socket-dir port=1 user=x dbname=y",
+        tenant="acme",
+        to=None,
+        keep_backups_days=None,
+        as_of=None,
+    )
+    assert backup_cli.run(args, report=lambda token, line: reports.append((token, line))) == 1
+    ((token, line),) = reports
+    result = json.loads(line)
+    assert token == "token-1" and result["outcome"] == "failed" and result["started_at"]
+    assert result["error"] == "OperationalError" and "the tenant's log" in result["reason"]

@@ -115,6 +115,10 @@ def test_real_tenant_round_trip_exports_match(
     nas = work_root / f"nas-{free_port()}"
     result = _backup(tenant_cluster, customer_keys, f"file://{nas}", pg_bindir)
     assert [o.name for o in FileDestination(nas).list(f"acme/{KEY_DIR}")]  # escrowed key
+    stored = [p.read_bytes() for p in nas.rglob("*") if p.is_file()]
+    for marker in (b"ada@example.com", b"sk-ant-0123456789abcd", b"the prompt", b"hello",
+                   STRONG.encode()):  # fmt: skip
+        assert not any(marker in blob for blob in stored)
     restored = _restore(f"file://{nas}/{result.object_name}", customer_keys, work_root, pg_bindir)
     try:
         with client_for(make_app(restored)) as client:

@@ -30,6 +30,10 @@ from tests.functional.test_backup_support import (  # noqa: F401  (fixtures)
     customer_keys_fixture,
     make_tenant_db,
 )
+from tests.functional.test_tenant_support import (  # noqa: F401  (fixtures)
+    tenant_cluster,
+    tenant_template,
+)
 
 pytestmark = pytest.mark.functional
 
@@ -169,31 +173,36 @@ def test_backup_machine_isolates_failures_and_records_outcomes(
 
 
 def test_retention_machine_fans_out_and_records_counts(
-    sfn_env: str, aws_client: Any, unique: str
+    sfn_env: str,
+    aws_client: Any,
+    unique: str,
+    tenant_cluster: Any,  # noqa: F811
+    work_root: Path,
 ) -> None:
-    """The retention machine records each tenant's counts, and a tenant whose task cannot
-    start is recorded failed while the other succeeds."""
+    """The retention machine runs the real `paitho-tenant retention` on a migrated tenant that
+    is sealed (never even set up: no passphrase anywhere) and records its counts; a tenant
+    whose task cannot start is recorded failed while the other succeeds."""
     env = _setup(aws_client, unique, {"acme": "running", "ghost": "running"})
-    sfn = aws_client("stepfunctions")
 
-    class InlineRunner:
-        """Plays the tenant's task: answers through the token with counts only."""
+    def command_for(request: JobRequest) -> tuple[list[str], dict[str, str]]:
+        if request.tenant == "ghost":
+            raise LaunchError("tenant ghost has no task definition")
+        nas = f"file://{work_root}/ret-{unique}"
+        argv = [sys.executable, "-m", "paitho_tenant.backup_cli", request.job,
+                "--db", tenant_cluster.conninfo(), "--tenant", request.tenant,
+                "--to", nas, "--keep-backups-days", "30"]  # fmt: skip
+        return argv, {"AWS_ENDPOINT_URL": sfn_env, "PYTHONPATH": str(REPO)}
 
-        def start(self, request: JobRequest) -> str:
-            if request.tenant == "ghost":
-                raise LaunchError("tenant ghost has no task definition")
-            assert request.job == "retention"
-            counts = {"stage_runs_shredded": 3, "audit_segments_pruned": 1, "backups_deleted": 2}
-            stamp = "2026-01-01T00:00:00.000+00:00"
-            output = {"outcome": "succeeded", "started_at": stamp, "finished_at": stamp, **counts}
-            sfn.send_task_success(taskToken=request.token, output=json.dumps(output))
-            return "inline"
-
-    desc = _execute(aws_client, "infra/aws/retention.asl.json", unique, env, InlineRunner())
+    runner = SubprocessJobRunner(command_for)
+    try:
+        desc = _execute(aws_client, "infra/aws/retention.asl.json", unique, env, runner)
+    finally:
+        runner.wait()
     assert desc["status"] == "SUCCEEDED", desc
     ledger: BackupLedger = env["ledger"]
     (acme,) = ledger.list("acme")
     assert (acme.job, acme.outcome, acme.stage_runs_shredded, acme.audit_segments_pruned,
-            acme.backups_deleted) == ("retention", "succeeded", 3, 1, 2)  # fmt: skip
+            acme.backups_deleted) == ("retention", "succeeded", 0, 0, 0)  # fmt: skip
+    assert acme.started_at and acme.finished_at
     (ghost,) = ledger.list("ghost")
     assert (ghost.outcome, ghost.error) == ("failed", "Job.TaskNotStarted")
