@@ -112,6 +112,7 @@ CREATE TABLE outbound_messages (
     attempts integer NOT NULL DEFAULT 0,
     not_before timestamptz NOT NULL DEFAULT now(),
     lease_until timestamptz,
+    data_at timestamptz,  -- set just before SMTP DATA when the engine keeps the Sent copy itself
     smtp_code integer,
     last_error text,
     queued_on date NOT NULL,

@@ -1,0 +1,276 @@
+"""The sending worker: exactly once per (lead, step).
+
+1. Settle first: rows a dead worker left in 'sending' (lease expired) are looked up by their
+   Message-ID token in the mailbox's Sent folder over IMAP. Found: sent. Not found: back to
+   the queue when the provider files every submitted message in Sent (Gmail, Microsoft 365,
+   our test server), or when DATA had not started; otherwise 'uncertain' and never resent.
+2. Claim a batch (`FOR UPDATE SKIP LOCKED`, state 'sending' with a lease) — the row and its
+   Message-ID exist before any SMTP traffic.
+3. Per message: check the suppression list (blind index) immediately before sending, send,
+   then mark sent. 4xx and connection failures before DATA are retried with backoff; 5xx marks
+   a hard bounce; a connection lost during DATA leaves the row for settlement.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import smtplib
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.policy import SMTP
+from typing import Any
+
+import imapclient
+import psycopg
+from imapclient.exceptions import IMAPClientError
+
+from paitho_tenant.crypto import DataKey
+from paitho_tenant.outbound import guardrails, queue, store
+from paitho_tenant.outbound.errors import MailboxCheckFailed
+from paitho_tenant.outbound.queue import Job
+from paitho_tenant.outbound.store import MailboxConfig
+
+log = logging.getLogger(__name__)
+
+SmtpFactory = Callable[[MailboxConfig], smtplib.SMTP]
+ImapFactory = Callable[[MailboxConfig], imapclient.IMAPClient]
+_HEADER_ORDER = (
+    "From",
+    "To",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "In-Reply-To",
+    "References",
+    "List-Unsubscribe",
+    "List-Unsubscribe-Post",
+)
+
+
+def rebuild(job: Job) -> EmailMessage:
+    """The exact message planned for this job (same headers, same body) from its stored row."""
+    msg = EmailMessage(policy=SMTP)
+    for name in _HEADER_ORDER:
+        if name in job.headers:
+            msg[name] = job.headers[name]
+    msg.set_content(job.body)
+    return msg
+
+
+@dataclass
+class SendResult:
+    sent: int = 0
+    retried: int = 0
+    bounced: int = 0
+    suppressed: int = 0
+    skipped: int = 0
+    settled_sent: int = 0
+    settled_requeued: int = 0
+    settled_uncertain: int = 0
+
+
+class Sender:
+    def __init__(
+        self,
+        conn: psycopg.Connection[Any],
+        key: DataKey,
+        workspace_id: int,
+        smtp_factory: SmtpFactory,
+        imap_factory: ImapFactory,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        lease: dt.timedelta = dt.timedelta(minutes=10),
+        batch: int = 200,
+        after_data: Callable[[Job], None] | None = None,
+    ) -> None:
+        self.conn = conn
+        self.key = key
+        self.workspace_id = workspace_id
+        self.smtp_factory = smtp_factory
+        self.imap_factory = imap_factory
+        self.clock = clock
+        self.lease = lease
+        self.batch = batch
+        self.after_data = after_data  # a test seam: called after the server accepted DATA
+        self._mailboxes: dict[int, MailboxConfig] = {}
+        self._smtp: dict[int, smtplib.SMTP] = {}
+
+    def mailbox(self, mailbox_id: int) -> MailboxConfig:
+        if mailbox_id not in self._mailboxes:
+            self._mailboxes[mailbox_id] = store.load_mailbox(
+                self.conn, self.key, self.workspace_id, mailbox_id
+            )
+        return self._mailboxes[mailbox_id]
+
+    def close(self) -> None:
+        for smtp in self._smtp.values():
+            try:
+                smtp.quit()
+            except (smtplib.SMTPException, OSError):
+                smtp.close()
+        self._smtp.clear()
+
+    # -- settlement ---------------------------------------------------------------------------
+    def settle(self, result: SendResult | None = None) -> SendResult:
+        result = result or SendResult()
+        rows = queue.lease_expired(self.conn, self.workspace_id, self.clock(), self.lease)
+        by_mailbox: dict[int, list[queue.Unsettled]] = {}
+        for row in rows:
+            by_mailbox.setdefault(row.mailbox_id, []).append(row)
+        for mailbox_id, items in by_mailbox.items():
+            config = self.mailbox(mailbox_id)
+            try:
+                client = self.imap_factory(config)
+            except (MailboxCheckFailed, OSError, IMAPClientError):
+                log.warning("settlement: mailbox %s unreachable; will try again", mailbox_id)
+                continue
+            try:
+                client.select_folder(config.sent_folder, readonly=True)
+                for item in items:
+                    found = client.search(["HEADER", "Message-ID", f"pto.{item.token}@"])
+                    if found:
+                        queue.mark_sent(self.conn, self.workspace_id, item.id, self.clock())
+                        result.settled_sent += 1
+                    elif config.spec.sent_copy == "provider" or not item.data_started:
+                        queue.requeue(self.conn, self.workspace_id, item.id, "retry")
+                        result.settled_requeued += 1
+                    else:
+                        queue.requeue(self.conn, self.workspace_id, item.id, "uncertain")
+                        result.settled_uncertain += 1
+            except (IMAPClientError, OSError):
+                log.warning("settlement: IMAP failed on mailbox %s; will try again", mailbox_id)
+            finally:
+                with contextlib.suppress(IMAPClientError, OSError):
+                    client.logout()
+        if rows:
+            log.info(
+                "settled %d: %d sent, %d requeued, %d uncertain",
+                len(rows),
+                result.settled_sent,
+                result.settled_requeued,
+                result.settled_uncertain,
+            )
+        return result
+
+    # -- sending --------------------------------------------------------------------------------
+    def send_ready(self, result: SendResult | None = None) -> SendResult:
+        result = result or SendResult()
+        while True:
+            jobs = queue.claim(
+                self.conn, self.key, self.workspace_id, self.clock(), self.lease, self.batch
+            )
+            if not jobs:
+                return result
+            for job in jobs:
+                self._send(job, result)
+
+    def run_once(self) -> SendResult:
+        result = self.settle()
+        try:
+            return self.send_ready(result)
+        finally:
+            self.close()
+
+    def _smtp_for(self, config: MailboxConfig) -> smtplib.SMTP:
+        smtp = self._smtp.get(config.id)
+        if smtp is None:
+            smtp = self._smtp[config.id] = self.smtp_factory(config)
+        return smtp
+
+    def _drop_smtp(self, mailbox_id: int) -> None:
+        smtp = self._smtp.pop(mailbox_id, None)
+        if smtp is not None:
+            smtp.close()
+
+    def _send(self, job: Job, result: SendResult) -> None:
+        ws, now = self.workspace_id, self.clock()
+        config = self.mailbox(job.mailbox_id)
+        if not job.active:
+            queue.mark_outcome(self.conn, ws, job, "failed", None, "the lead left the sequence")
+            result.skipped += 1
+            return
+        if guardrails.mailbox_stopped(self.conn, ws, job.mailbox_id):
+            queue.mark_outcome(
+                self.conn, ws, job, "retry", None, "mailbox stopped", now + dt.timedelta(hours=1)
+            )
+            result.retried += 1
+            return
+        if queue.is_suppressed(self.conn, job.email_bidx):
+            queue.mark_outcome(self.conn, ws, job, "suppressed", None, "on the suppression list")
+            result.suppressed += 1
+            return
+        try:
+            smtp = self._smtp_for(config)
+        except MailboxCheckFailed as exc:
+            self._retry(job, None, f"connect: {exc.check}", result)
+            return
+        if config.spec.sent_copy == "append":
+            queue.mark_data(self.conn, ws, job.id, now)
+        msg = rebuild(job)
+        try:
+            refused = smtp.send_message(msg, config.spec.from_address, [job.recipient])
+        except smtplib.SMTPRecipientsRefused as exc:
+            code = next(iter(exc.recipients.values()))[0]
+            self._refused(job, code, "recipient refused", result)
+            return
+        except (smtplib.SMTPDataError, smtplib.SMTPSenderRefused) as exc:
+            self._refused(job, exc.smtp_code, "message refused", result)
+            return
+        except smtplib.SMTPResponseException as exc:
+            self._drop_smtp(job.mailbox_id)
+            self._refused(job, exc.smtp_code, "server error", result)
+            return
+        except (smtplib.SMTPServerDisconnected, OSError):
+            # The server may or may not have taken DATA: keep the row in 'sending'; settlement
+            # looks in the Sent folder once the lease expires.
+            self._drop_smtp(job.mailbox_id)
+            log.warning("send %s: connection lost mid-transaction; left for settlement", job.id)
+            return
+        if refused:
+            code = next(iter(refused.values()))[0]
+            self._refused(job, code, "recipient refused", result)
+            return
+        if self.after_data is not None:
+            self.after_data(job)
+        queue.mark_sent(self.conn, ws, job.id, self.clock())
+        result.sent += 1
+        if config.spec.sent_copy == "append":
+            self._append_sent(config, msg)
+
+    def _append_sent(self, config: MailboxConfig, msg: EmailMessage) -> None:
+        try:
+            client = self.imap_factory(config)
+            try:
+                client.append(config.sent_folder, msg.as_bytes(), flags=[imapclient.SEEN])
+            finally:
+                client.logout()
+        except (MailboxCheckFailed, IMAPClientError, OSError):
+            log.warning("could not file a sent copy in mailbox %s", config.id)
+
+    def _refused(self, job: Job, code: int, what: str, result: SendResult) -> None:
+        if 500 <= code < 600:
+            queue.mark_outcome(
+                self.conn, self.workspace_id, job, "bounced", code, f"{what} ({code})"
+            )
+            result.bounced += 1
+            guardrails.enforce_bounce_rate(self.conn, self.workspace_id, job.mailbox_id)
+        else:
+            self._retry(job, code, f"{what} ({code})", result)
+
+    def _retry(self, job: Job, code: int | None, reason: str, result: SendResult) -> None:
+        now = self.clock()
+        if job.attempts >= queue.MAX_ATTEMPTS:
+            queue.mark_outcome(self.conn, self.workspace_id, job, "failed", code, reason)
+            return
+        queue.mark_outcome(
+            self.conn,
+            self.workspace_id,
+            job,
+            "retry",
+            code,
+            reason,
+            queue.backoff(job.attempts, now),
+        )
+        result.retried += 1
