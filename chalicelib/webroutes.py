@@ -165,11 +165,19 @@ def register_routes(app: Chalice, lazy: Lazy, guarded: Guard) -> None:
         if session is None:
             return pages.redirect("/login")
         account = cp.auth.account_for(session)
+        try:
+            tenant_state = cp.tenants.show(account.subdomain).state
+        except NotFound:
+            tenant_state = "not provisioned"
+        subscription = cp.billing.find(account.subdomain)
+        plan = PLANS[subscription.plan if subscription else account.plan]
         return render(
             cp,
             "portal.html",
             account=account,
-            subscription=cp.billing.find(account.subdomain),
+            tenant_state=tenant_state,
+            plan=plan,
+            subscription=subscription,
             plans=list(PLANS.values()),
             tenant_url=cp.config.tenant_url(account.subdomain, "/"),
             csrf=cp.forms.issue(session.session_id),

@@ -70,6 +70,8 @@ def test_login_sets_a_strict_httponly_cookie_and_opens_the_portal(client) -> Non
     assert "Secure" not in cookie and not cookie.startswith("__Host-")  # plain-HTTP loopback
     page = client.http.get("/billing", headers={**HOST, "Cookie": cookie_of(resp)})
     assert page.status_code == 200 and b"acme" in page.body and b"trialing" in page.body
+    assert b'<span id="tenant-state">(running)</span>' in page.body
+    assert b"1 workspace(s) \xc2\xb7 5 seats \xc2\xb7 10 mailboxes" in page.body
 
 
 def test_over_https_the_cookie_is_host_prefixed_and_secure() -> None:
