@@ -10,6 +10,7 @@ sees the tenant's passphrase: the person sets it on the tenant's setup page.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import Protocol
 from chalicelib.accounts import Account, AccountService
 from chalicelib.audit import AuditLog
 from chalicelib.cpconfig import CpConfig
-from chalicelib.errors import Conflict, NotFound
+from chalicelib.errors import Conflict, NotFound, TokenInvalid
 from chalicelib.mailer import Mailer
 from chalicelib.ports import TenantPort
 from chalicelib.ratelimit import RateLimiter
@@ -180,13 +181,14 @@ class SignupService:
     def verify(self, token: str) -> str:
         """Spend the link, provision the tenant, return the tenant's setup URL."""
         claims = self._links.consume(token, "verify")
-        account = self._accounts.mark_verified(claims.subject)
-        try:
+        pending = self._accounts.find(claims.subject)
+        holder = self._claims.get(pending.subdomain) if pending is not None else None
+        if pending is None or holder is None or holder["email"] != pending.email:
+            raise TokenInvalid("This link is no longer valid; please sign up again.")
+        account = self._accounts.mark_verified(pending.email)
+        # Conflict: a replay after a crash; this account's claim holds the name, so it is ours.
+        with contextlib.suppress(Conflict):
             self._tenants.create(account.subdomain, account.plan, account.region)
-        except Conflict:
-            holder = self._claims.get(account.subdomain)
-            if holder is None or holder["email"] != account.email:
-                raise
         self._billing.start_trial(account.subdomain, account.email, account.plan)
         self._audit.record("verify", account.account_id, account.subdomain)
         return self._config.tenant_url(account.subdomain, "/setup")

@@ -293,3 +293,15 @@ def test_a_stale_pending_account_can_sign_up_again(  # type: ignore[no-untyped-d
     assert resp.status_code == 200
     assert [c["subdomain"] for c in cp.stores.claims.scan()] == ["acme-two"]
     assert cp.stores.accounts.get("ann@example.com")["subdomain"] == "acme-two"
+
+
+def test_a_link_whose_claim_was_taken_over_is_refused(  # type: ignore[no-untyped-def]
+    cp, client, mailer: MemoryMailer, tenants: FakeTenants
+) -> None:
+    """If the subdomain no longer belongs to the link's account, nothing is provisioned."""
+    post_form(client, "/signup", signup_fields())
+    token = link_from(mailer.outbox[-1].text, "/verify")
+    cp.stores.claims.update("acme", {"email": "someone-else@example.com"})
+    resp = client.http.get(f"/verify?token={token}")
+    assert resp.status_code == 400 and b"sign up again" in resp.body
+    assert tenants.records == {}
