@@ -202,8 +202,15 @@ TOKEN_ENV = "PAITHO_TASK_TOKEN"  # noqa: S105 (the name of a variable)
 
 
 class EcsJobRunner:
-    """Runs `paitho-tenant <job>` as a one-off task of the tenant's own task definition, so
-    the work happens inside its boundary (its volume, its network, its task role)."""
+    """Runs `paitho-tenant <job>` as a one-off task of the tenant task definition (family
+    `paitho-tenant`, the one chalicelib/launchers/ecs.py registers), with the tenant's slug and
+    the callback token in the app container's environment.
+
+    Open point (see the issue 5 report): in the tenants.yaml layout the tenant's PostgreSQL
+    listens on 127.0.0.1 inside the tenant's *running* task and its EBS volume attaches to that
+    task only, so a separate task cannot reach the database. Production needs the job to run
+    inside the running task (ECS Exec, or a job agent in the tenant app); this runner is the
+    seam where that goes. The state machines and the dispatcher do not change either way."""
 
     def __init__(
         self,
@@ -211,18 +218,18 @@ class EcsJobRunner:
         cluster: str,
         subnets: list[str],
         security_groups: list[str],
-        family_prefix: str = "paitho-tenant-",
+        family: str = "paitho-tenant",
         container: str = "app",
     ) -> None:
         self._ecs, self._cluster = ecs, cluster
         self._subnets, self._security_groups = subnets, security_groups
-        self._family_prefix, self._container = family_prefix, container
+        self._family, self._container = family, container
 
     def start(self, request: JobRequest) -> str:
         try:
             resp = self._ecs.run_task(
                 cluster=self._cluster,
-                taskDefinition=f"{self._family_prefix}{request.tenant}",
+                taskDefinition=self._family,
                 launchType="FARGATE",
                 startedBy=f"paitho-{request.job}",
                 networkConfiguration={
@@ -237,7 +244,10 @@ class EcsJobRunner:
                         {
                             "name": self._container,
                             "command": ["paitho-tenant", request.job],
-                            "environment": [{"name": TOKEN_ENV, "value": request.token}],
+                            "environment": [
+                                {"name": "PAITHO_TENANT_SLUG", "value": request.tenant},
+                                {"name": TOKEN_ENV, "value": request.token},
+                            ],
                         }
                     ]
                 },
@@ -248,6 +258,21 @@ class EcsJobRunner:
             reasons = ", ".join(f.get("reason", "?") for f in resp.get("failures", []))
             raise LaunchError(f"ECS did not start the {request.job} task: {reasons or 'no task'}")
         return str(resp["tasks"][0]["taskArn"])
+
+
+def ecs_runner_from_env(ecs: Any, environ: Mapping[str, str]) -> EcsJobRunner:
+    """The dispatcher Lambda's runner, from the variables workflows.yaml sets (called once, in
+    the composition root, with os.environ)."""
+    try:
+        return EcsJobRunner(
+            ecs,
+            cluster=environ["PAITHO_TENANT_CLUSTER"],
+            subnets=[s for s in environ["PAITHO_TENANT_SUBNETS"].split(",") if s],
+            security_groups=[environ["PAITHO_TENANT_SECURITY_GROUP"]],
+            family=environ.get("PAITHO_TENANT_TASK_FAMILY", "paitho-tenant"),
+        )
+    except KeyError as exc:
+        raise InvalidInput(f"the job dispatcher needs the environment variable {exc}") from exc
 
 
 class SubprocessJobRunner:
