@@ -20,7 +20,7 @@ from typing import Protocol
 from chalicelib.accounts import Account, AccountService
 from chalicelib.audit import AuditLog
 from chalicelib.cpconfig import CpConfig
-from chalicelib.errors import Conflict, NotFound, TokenInvalid
+from chalicelib.errors import Conflict, NotFound, PaithoError, TokenInvalid
 from chalicelib.mailer import Mailer
 from chalicelib.ports import TenantPort
 from chalicelib.ratelimit import RateLimiter
@@ -43,6 +43,13 @@ class SignupOutcome:
 
 
 TAKEN = "That subdomain is already taken; choose another."
+
+
+class ProvisioningFailed(PaithoError):
+    """The account is confirmed but its workspace did not start; the portal can retry."""
+
+    status = 502
+    public = True  # the message is written for the person, so the error page shows it
 
 
 class SignupService:
@@ -186,9 +193,27 @@ class SignupService:
         if pending is None or holder is None or holder["email"] != pending.email:
             raise TokenInvalid("This link is no longer valid; please sign up again.")
         account = self._accounts.mark_verified(pending.email)
-        # Conflict: a replay after a crash; this account's claim holds the name, so it is ours.
-        with contextlib.suppress(Conflict):
-            self._tenants.create(account.subdomain, account.plan, account.region)
-        self._billing.start_trial(account.subdomain, account.email, account.plan)
         self._audit.record("verify", account.account_id, account.subdomain)
+        self.start_workspace(account)
         return self._config.tenant_url(account.subdomain, "/setup")
+
+    def start_workspace(self, account: Account) -> None:
+        """Provision the account's tenant (or retry a failed start) and open its trial."""
+        try:
+            try:
+                record = self._tenants.show(account.subdomain)
+            except NotFound:
+                # Conflict: a concurrent replay created it; this account's claim holds the name.
+                with contextlib.suppress(Conflict):
+                    self._tenants.create(account.subdomain, account.plan, account.region)
+            else:
+                if record.state == "failed":
+                    self._tenants.resume(account.subdomain)
+        except PaithoError as exc:
+            log.error("workspace %s did not start: %s", account.subdomain, exc.message)
+            self._audit.record("provision", account.account_id, account.subdomain, "failed")
+            raise ProvisioningFailed(
+                "Your email is confirmed, but your workspace did not start. Log in to billing "
+                "and press “Start my workspace” to try again in a minute."
+            ) from exc
+        self._billing.start_trial(account.subdomain, account.email, account.plan)

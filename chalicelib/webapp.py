@@ -174,6 +174,8 @@ class Lazy:
 
 
 def error_page(cp: ControlPlane, exc: PaithoError) -> Response:
+    """4xx messages are written for the person and shown; 5xx ones only when marked public."""
+    public = exc.status < 500 or bool(getattr(exc, "public", False))
     headers = {}
     if isinstance(exc, RateLimited):
         headers["Retry-After"] = str(exc.retry_after)
@@ -183,7 +185,7 @@ def error_page(cp: ControlPlane, exc: PaithoError) -> Response:
         status=exc.status,
         headers=headers,
         title="Something needs your attention" if exc.status < 500 else "Something went wrong",
-        message=exc.message if exc.status < 500 else "Please try again in a minute.",
+        message=exc.message if public else "Please try again in a minute.",
         config=cp.config,
     )
 

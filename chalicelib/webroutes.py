@@ -194,6 +194,13 @@ def register_routes(app: Chalice, lazy: Lazy, guarded: Guard) -> None:
         cp.provider.change_plan(account.subdomain, plan)
         return pages.redirect("/billing")
 
+    @route("/billing/start", "POST", FORM)
+    def start_workspace(cp: ControlPlane) -> Response:
+        session = require_session(cp)
+        posted(cp, session)
+        cp.signup.start_workspace(cp.auth.account_for(session))
+        return pages.redirect("/billing")
+
     @route("/billing/cancel", "POST", FORM)
     def cancel(cp: ControlPlane) -> Response:
         session = require_session(cp)

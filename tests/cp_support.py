@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from chalicelib import webapp
 from chalicelib.cpconfig import CpConfig, Secret
-from chalicelib.errors import Conflict, NotFound
+from chalicelib.errors import Conflict, LaunchError, NotFound
 from chalicelib.mailer import Mailer, MemoryMailer
 from chalicelib.registry import TenantRecord
 from chalicelib.stores import Stores, memory_stores
@@ -149,3 +149,24 @@ def link_from(text: str, path: str) -> str:
     match = re.search(rf"https?://\S+{re.escape(path)}\?token=(\S+)", text)
     assert match, f"no {path} link in the message"
     return match.group(1)
+
+
+class FlakyTenants(FakeTenants):
+    """Fails the first `failures` creates the way a launcher does: record left as failed."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def create(self, slug: str, plan: str = "starter", region: str = "eu") -> TenantRecord:
+        if self.failures > 0:
+            self.failures -= 1
+            self.records[slug] = TenantRecord(slug=slug, plan=plan, region=region, state="failed")
+            raise LaunchError("the tenant's postgres did not start (port in use)")
+        return super().create(slug, plan, region)
+
+    def resume(self, slug: str) -> TenantRecord:
+        if self.failures > 0:
+            self.failures -= 1
+            raise LaunchError("still failing")
+        return super().resume(slug)

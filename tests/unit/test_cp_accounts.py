@@ -230,3 +230,26 @@ def test_a_password_reset_ends_every_open_session(client, mailer: MemoryMailer) 
     token = link_from(mailer.last_to("ann@example.com").text, "/reset")  # type: ignore[union-attr]
     post_form(client, "/reset", {"token": token, "password": "violet-mountain-orchard-7"}, "/reset")
     assert client.http.get("/billing", headers=headers).headers["Location"] == "/login"
+
+
+def test_a_failed_start_can_be_retried_from_the_portal() -> None:
+    """If provisioning fails at verification, the page says so and the portal retries it."""
+    from tests.cp_support import FlakyTenants
+
+    mailer, tenants = MemoryMailer(), FlakyTenants(failures=1)
+    cp = plane(mailer=mailer, tenants=tenants)
+    client = client_for(cp)
+    post_form(client, "/signup", signup_fields())
+    token = link_from(mailer.outbox[-1].text, "/verify")
+    resp = client.http.get(f"/verify?token={token}", headers=HOST)
+    assert resp.status_code == 502 and b"Start my workspace" in resp.body
+    assert b"postgres" not in resp.body  # the launcher's reason stays in the operator's log
+    cookie = cookie_of(login(client))
+    page = client.http.get("/billing", headers={**HOST, "Cookie": cookie})
+    assert b'<span id="tenant-state">(failed)</span>' in page.body
+    csrf = csrf_from(page.body)
+    resp = client.http.post(
+        "/billing/start", headers={**FORM_HEADERS, "Cookie": cookie}, body=f"csrf={csrf}".encode()
+    )
+    assert resp.status_code == 303 and tenants.records["acme"].state == "running"
+    assert cp.billing.get("acme").state == "trialing"
