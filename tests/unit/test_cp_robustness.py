@@ -41,7 +41,11 @@ def test_junk_licence_slugs_give_4xx(client, junk: str) -> None:  # type: ignore
 
 
 @pytest.mark.parametrize(
-    "path", ["/signup", "/login", "/logout", "/reset", "/reset/request", "/billing/plan"]
+    "path",
+    [
+        *("/signup", "/login", "/logout", "/reset", "/reset/request"),
+        *("/billing/plan", "/billing/start", "/billing/cancel"),
+    ],
 )
 @pytest.mark.parametrize(
     "body", [b"", b"\xff\xfe\x00", b"csrf=junk&email=a", b"=" * 3000, b"csrf=&&&&"]
