@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import psycopg
+from psycopg import errors as pg_errors
 from psycopg import sql
 
 from paitho_tenant import audit
@@ -23,12 +24,10 @@ from paitho_tenant.db import workspace_tx
 from paitho_tenant.inventory import (
     BLIND_INDEX,
     CHAIN_HASH,
-    CREDENTIAL_HASH,
     ENCRYPTED,
     METADATA,
     PERIOD_ENCRYPTED,
     TABLES,
-    WRAPPED_KEY,
     Table,
 )
 
@@ -64,7 +63,7 @@ def _select(table: Table) -> tuple[sql.Composed, list[str]]:
         ident = sql.Identifier(col.name)
         if col.cls == ENCRYPTED:
             exprs.append(sql.SQL("pgp_sym_decrypt(t.{c}, %(k)s)").format(c=ident))
-        elif col.cls == PERIOD_ENCRYPTED:
+        elif col.cls == PERIOD_ENCRYPTED and any(c.name == "period_start" for c in table.columns):
             exprs.append(
                 sql.SQL(
                     "pgp_sym_decrypt(t.{c}, encode(pgp_sym_decrypt_bytea("
@@ -74,11 +73,10 @@ def _select(table: Table) -> tuple[sql.Composed, list[str]]:
             )
         elif col.cls in (BLIND_INDEX, CHAIN_HASH):
             exprs.append(sql.SQL("encode(t.{c}, 'hex')").format(c=ident))
-        elif col.cls in (WRAPPED_KEY, CREDENTIAL_HASH):
-            continue
-        else:
-            assert col.cls == METADATA
+        elif col.cls == METADATA:
             exprs.append(sql.SQL("t.{c}").format(c=ident))
+        else:  # key material (wrapped keys, password hashes) and anything unknown: left out
+            continue
         names.append(col.name)
     order = "id" if any(c.name == "id" for c in table.columns) else table.columns[0].name
     query = sql.SQL("SELECT {e} FROM {t} AS t ORDER BY t.{o}").format(
@@ -138,7 +136,11 @@ def stream_zip(conn: psycopg.Connection[Any], key: DataKey) -> Iterator[bytes]:
             if table.name in _SPECIAL and table.name != "audit_log":
                 skipped.append({"table": table.name, "reason": "no user data (bookkeeping)"})
                 continue
-            names, rows = _table_rows(conn, key, table)
+            try:
+                names, rows = _table_rows(conn, key, table)
+            except (pg_errors.InsufficientPrivilege, pg_errors.UndefinedTable) as exc:
+                skipped.append({"table": table.name, "reason": type(exc).__name__})
+                continue
             objects = [
                 {n: _json_value(table.name, n, v) for n, v in zip(names, row, strict=True)}
                 for row in rows
