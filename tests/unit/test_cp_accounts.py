@@ -253,3 +253,15 @@ def test_a_failed_start_can_be_retried_from_the_portal() -> None:
     )
     assert resp.status_code == 303 and tenants.records["acme"].state == "running"
     assert cp.billing.get("acme").state == "trialing"
+
+
+def test_the_production_hasher_is_argon2id_at_owasp_strength() -> None:
+    """The default hasher is argon2id with at least 19 MiB, 2 passes (OWASP minimum)."""
+    from argon2 import Type
+
+    from chalicelib.accounts import default_hasher
+
+    hasher = default_hasher()
+    assert hasher.type is Type.ID
+    assert hasher.memory_cost >= 19456 and hasher.time_cost >= 2
+    assert hasher.hash("x" * 12).startswith("$argon2id$v=19$m=19456,t=2,p=1$")
