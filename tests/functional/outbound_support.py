@@ -3,9 +3,10 @@ aiosmtpd on loopback, and the engine wired to them with an injectable clock."""
 
 from __future__ import annotations
 
-import datetime as dt
+import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,24 +22,17 @@ from paitho_tenant.outbound import mailbox, store
 from paitho_tenant.outbound.store import MailboxConfig, MailboxSpec
 from paitho_tenant.vault import Vault
 
-from tests.conftest import RunningCluster
-from tests.functional.outbound_servers import Cert, Dovecot, SmtpHandler, SmtpServer, make_cert
+from chalicelib.launchers import pgcluster
+from tests.conftest import RunningCluster, free_port
+from tests.functional.outbound_servers import (
+    Cert,
+    Dovecot,
+    SmtpHandler,
+    SmtpServer,
+    make_cert,
+)
 
 PASSPHRASE = "vobaku-tesimo-rafelu-ginopa-halude"
-ORIGIN = "https://acme.paitho.test"
-
-
-class Clock:
-    """The engine's injectable clock."""
-
-    def __init__(self, start: dt.datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-    def advance(self, **kwargs: float) -> None:
-        self.now += dt.timedelta(**kwargs)
 
 
 @dataclass(frozen=True)
@@ -78,17 +72,61 @@ class Tenant:
         return brand_id
 
 
-@pytest.fixture
-def tenant(pg_cluster: RunningCluster) -> Iterator[Tenant]:
-    """A migrated tenant, set up and unsealed, with one workspace."""
-    migrate(pg_cluster.conninfo())
-    conn = psycopg.connect(app_conninfo(pg_cluster.conninfo()), autocommit=True)
+@contextmanager
+def running_tenant(cluster: RunningCluster) -> Iterator[Tenant]:
+    """A migrated tenant on the cluster, set up and unsealed, with one workspace."""
+    migrate(cluster.conninfo())
+    conn = psycopg.connect(app_conninfo(cluster.conninfo()), autocommit=True)
     vault = Vault()
     key, _ = vault.initialise(conn, PASSPHRASE)
     vault.adopt(key)
     workspace_id = int(workspaces.create(conn, "default", "eu")["id"])
-    yield Tenant(pg_cluster, conn, key, workspace_id, vault)
-    conn.close()
+    try:
+        yield Tenant(cluster, conn, key, workspace_id, vault)
+    finally:
+        conn.close()
+
+
+@contextmanager
+def own_cluster(work_root: Path, template: Path, bindir: Path) -> Iterator[RunningCluster]:
+    """A cluster like conftest's `pg_cluster`, for fixtures wider than one test."""
+    name = uuid.uuid4().hex[:10]
+    ids = pgcluster.run_as()
+    data_dir = work_root / name / "pgdata"
+    pgcluster.clone(template, data_dir, ids)
+    cluster = pgcluster.Cluster(data_dir, work_root / name / "run", free_port())
+    running = RunningCluster(cluster, pgcluster.start(cluster, bindir, ids))
+    try:
+        yield running
+    finally:
+        running.stop()
+        shutil.rmtree(work_root / name, ignore_errors=True)
+
+
+@contextmanager
+def mail_servers(work_root: Path) -> Iterator[MailWorld]:
+    """Dovecot and aiosmtpd for the two sales mailboxes; SMTP files copies in Sent."""
+    cert = make_cert(work_root / f"cert-{uuid.uuid4().hex[:8]}")
+    server = Dovecot(work_root / f"dovecot-{uuid.uuid4().hex[:8]}", cert, USERS)
+    users = dict(USERS)
+
+    def file_sent(user: str, raw: bytes) -> None:
+        server.deliver(user, users[user], raw, "Sent")
+
+    handler = SmtpHandler(users=dict(users), file_sent=file_sent)
+    smtp = SmtpServer(handler, cert)
+    try:
+        yield MailWorld(server, smtp, handler, cert, users)
+    finally:
+        smtp.stop()
+        server.stop()
+
+
+@pytest.fixture
+def tenant(pg_cluster: RunningCluster) -> Iterator[Tenant]:
+    """A migrated tenant, set up and unsealed, with one workspace."""
+    with running_tenant(pg_cluster) as t:
+        yield t
 
 
 @pytest.fixture
@@ -139,13 +177,6 @@ class MailWorld:
 
 
 @pytest.fixture
-def mail_world(dovecot: Dovecot, mail_cert: Cert) -> Iterator[MailWorld]:
-    users = dict(USERS)
-
-    def file_sent(user: str, raw: bytes) -> None:
-        dovecot.deliver(user, users[user], raw, "Sent")
-
-    handler = SmtpHandler(users=dict(users), file_sent=file_sent)
-    smtp = SmtpServer(handler, mail_cert)
-    yield MailWorld(dovecot, smtp, handler, mail_cert, users)
-    smtp.stop()
+def mail_world(work_root: Path) -> Iterator[MailWorld]:
+    with mail_servers(work_root) as world:
+        yield world

@@ -28,7 +28,7 @@ import psycopg
 from imapclient.exceptions import IMAPClientError
 
 from paitho_tenant.crypto import DataKey
-from paitho_tenant.outbound import guardrails, queue, store
+from paitho_tenant.outbound import guardrails, queue, store, unsubscribe
 from paitho_tenant.outbound.errors import MailboxCheckFailed
 from paitho_tenant.outbound.queue import Job
 from paitho_tenant.outbound.store import MailboxConfig
@@ -255,6 +255,7 @@ class Sender:
                 self.conn, self.workspace_id, job, "bounced", code, f"{what} ({code})"
             )
             result.bounced += 1
+            unsubscribe.suppress(self.conn, self.workspace_id, job.email_bidx, "hard_bounce")
             guardrails.enforce_bounce_rate(self.conn, self.workspace_id, job.mailbox_id)
         else:
             self._retry(job, code, f"{what} ({code})", result)
