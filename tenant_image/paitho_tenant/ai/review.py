@@ -23,8 +23,13 @@ from psycopg.rows import dict_row
 
 from paitho_tenant import audit
 from paitho_tenant.ai import templates
-from paitho_tenant.ai.runs import StageContext, run_stage
-from paitho_tenant.ai.service import AIService, load_brand, load_lead_facts
+from paitho_tenant.ai.runs import StageContext, StageResult, run_stage
+from paitho_tenant.ai.service import (
+    AIService,
+    brand_in_scope,
+    lead_facts_in_scope,
+    load_lead_facts,
+)
 from paitho_tenant.ai.stages import (
     AuditVerdict,
     Draft,
@@ -106,11 +111,15 @@ def get_campaign(
     conn: psycopg.Connection[Any], key: DataKey, workspace_id: int, campaign_id: int
 ) -> CampaignAI:
     with workspace_tx(conn, workspace_id):
-        row = conn.execute(
-            "SELECT campaign_id, brand_id, mode, key_id, model, pgp_sym_decrypt(opt_out_line, %s)"
-            " FROM ai_campaign_settings WHERE campaign_id = %s",
-            (key.column_key, campaign_id),
-        ).fetchone()
+        return _campaign_in_scope(conn, key, campaign_id)
+
+
+def _campaign_in_scope(conn: psycopg.Connection[Any], key: DataKey, campaign_id: int) -> CampaignAI:
+    row = conn.execute(
+        "SELECT campaign_id, brand_id, mode, key_id, model, pgp_sym_decrypt(opt_out_line, %s)"
+        " FROM ai_campaign_settings WHERE campaign_id = %s",
+        (key.column_key, campaign_id),
+    ).fetchone()
     if row is None:
         raise NotFound("this campaign has no AI settings: set its mode, key and model first")
     return CampaignAI(*row)
@@ -148,21 +157,21 @@ def _audit(
     return not reasons, reasons, result.run_ids[-1]
 
 
-def draft_for_lead(
+def draft_stage(
     service: AIService, workspace_id: int, campaign_id: int, lead_id: int, step: int = 1
-) -> dict[str, Any]:
-    """Draft and audit one email for one lead; store the draft with its status."""
+) -> tuple[StageContext, CampaignAI, dict[str, str], StageResult[Draft]]:
+    """The drafting stage alone: one validated draft (and its stage runs), nothing stored."""
     if step < 1:
         raise BadRequest("step starts at 1")
     key = service.data_key()
-    with service.connect() as conn:
-        campaign = get_campaign(conn, key, workspace_id, campaign_id)
-        facts = load_lead_facts(conn, key, workspace_id, lead_id)
-        brand = load_brand(conn, key, workspace_id, campaign.brand_id)
-        template = templates.current(conn, key, workspace_id, campaign.brand_id, "draft")
-    if campaign.key_id is None:
-        raise BadRequest("the campaign's provider key was removed: choose another key")
-    ctx = service.context(workspace_id, campaign.key_id, campaign.model)
+    with service.connect() as conn, workspace_tx(conn, workspace_id):
+        campaign = _campaign_in_scope(conn, key, campaign_id)
+        if campaign.key_id is None:
+            raise BadRequest("the campaign's provider key was removed: choose another key")
+        facts = lead_facts_in_scope(conn, key, lead_id)
+        brand = brand_in_scope(conn, key, campaign.brand_id)
+        template = templates.current_in_scope(conn, key, campaign.brand_id, "draft")
+        ctx = service.context(workspace_id, campaign.key_id, campaign.model, conn)
     prompt = render(
         template,
         {
@@ -177,6 +186,15 @@ def draft_for_lead(
     drafted = run_stage(
         ctx, "draft", prompt, template.version, lambda t: parse_draft(t, facts), lead_id
     )
+    return ctx, campaign, facts, drafted
+
+
+def draft_for_lead(
+    service: AIService, workspace_id: int, campaign_id: int, lead_id: int, step: int = 1
+) -> dict[str, Any]:
+    """Draft and audit one email for one lead; store the draft with its status."""
+    ctx, campaign, facts, drafted = draft_stage(service, workspace_id, campaign_id, lead_id, step)
+    key = ctx.key
     draft: Draft = drafted.value
     passed, reasons, audit_run = _audit(
         ctx, facts, campaign, draft.subject, draft.body, step, lead_id

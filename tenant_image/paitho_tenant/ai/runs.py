@@ -137,24 +137,32 @@ def _month(now: datetime) -> tuple[datetime, datetime]:
 def budget_status(
     conn: psycopg.Connection[Any], workspace_id: int, now: datetime
 ) -> dict[str, Any]:
-    start, end = _month(now)
     with workspace_tx(conn, workspace_id):
-        budget = conn.execute("SELECT monthly_usd FROM ai_budgets").fetchone()
-        spent = conn.execute(
-            "SELECT coalesce(sum(cost_usd), 0) FROM ai_run_meta"
-            " WHERE started_at >= %s AND started_at < %s",
-            (start, end),
-        ).fetchone()
+        return _budget_in_scope(conn, now)
+
+
+def _budget_in_scope(conn: psycopg.Connection[Any], now: datetime) -> dict[str, Any]:
+    start, end = _month(now)
+    row = conn.execute(
+        "SELECT (SELECT monthly_usd FROM ai_budgets), (SELECT coalesce(sum(cost_usd), 0)"
+        " FROM ai_run_meta WHERE started_at >= %s AND started_at < %s)",
+        (start, end),
+    ).fetchone()
+    assert row is not None
     return {
-        "monthly_usd": None if budget is None else Decimal(budget[0]),
-        "spent_usd": Decimal(spent[0]) if spent else Decimal(0),
+        "monthly_usd": None if row[0] is None else Decimal(row[0]),
+        "spent_usd": Decimal(row[1]),
         "month_start": start.date(),
         "resets_at": end.date(),
     }
 
 
 def check_budget(conn: psycopg.Connection[Any], workspace_id: int, now: datetime) -> None:
-    status = budget_status(conn, workspace_id, now)
+    with workspace_tx(conn, workspace_id):
+        _refuse_if_spent(_budget_in_scope(conn, now))
+
+
+def _refuse_if_spent(status: dict[str, Any]) -> None:
     limit = status["monthly_usd"]
     if limit is not None and status["spent_usd"] >= limit:
         raise BudgetExceeded(
@@ -162,6 +170,15 @@ def check_budget(conn: psycopg.Connection[Any], workspace_id: int, now: datetime
             f"AI budget: no new AI calls until {status['resets_at'].isoformat()}, unless an "
             "owner raises the budget"
         )
+
+
+def preflight(
+    conn: psycopg.Connection[Any], workspace_id: int, now: datetime, provider: str, model: str
+) -> tuple[Decimal, Decimal] | None:
+    """Before a call, in one transaction: refuse if the budget is spent; return the price."""
+    with workspace_tx(conn, workspace_id):
+        _refuse_if_spent(_budget_in_scope(conn, now))
+        return price_of(conn, provider, model)
 
 
 # -- recording ----------------------------------------------------------------------------------
@@ -187,10 +204,21 @@ class RunRecord:
     http_attempts: int = 1
 
 
-def record(conn: psycopg.Connection[Any], key: DataKey, workspace_id: int, run: RunRecord) -> int:
-    """One stage_runs row and its ai_run_meta row, in one transaction; returns the run id."""
+_UNSET: Any = object()
+
+
+def record(
+    conn: psycopg.Connection[Any],
+    key: DataKey,
+    workspace_id: int,
+    run: RunRecord,
+    price: tuple[Decimal, Decimal] | None = _UNSET,
+) -> int:
+    """One stage_runs row and its ai_run_meta row, in one transaction; returns the run id.
+    `price` is the model's price when the caller already looked it up."""
     with workspace_tx(conn, workspace_id):
-        price = price_of(conn, run.provider, run.model)
+        if price is _UNSET:
+            price = price_of(conn, run.provider, run.model)
         spent = cost(price, Completion("", run.input_tokens, run.output_tokens))
         run_id = stage_runs.record(
             conn,
@@ -280,7 +308,7 @@ def run_stage(
     current = prompt
     for attempt in (1, 2):
         with ctx.connect() as conn:
-            check_budget(conn, ctx.workspace_id, ctx.clock())
+            price = preflight(conn, ctx.workspace_id, ctx.clock(), ctx.provider_kind, ctx.model)
         started_at = ctx.clock()
         t0 = time.perf_counter()
         base = RunRecord(
@@ -317,6 +345,7 @@ def run_stage(
                             error=exc.message,
                             http_attempts=ctx.provider.attempts,
                         ),
+                        price,
                     )
                 )
             log.warning("%s stage run failed: %s", stage, exc.code)
@@ -343,6 +372,7 @@ def run_stage(
                         replace(
                             done, status="invalid_output", error_code=exc.code, error=exc.message
                         ),
+                        price,
                     )
                 )
             if attempt == 2:
@@ -352,6 +382,6 @@ def run_stage(
             current = with_correction(prompt, exc.message)
             continue
         with ctx.connect() as conn:
-            run_ids.append(record(conn, ctx.key, ctx.workspace_id, done))
+            run_ids.append(record(conn, ctx.key, ctx.workspace_id, done, price))
         return StageResult(value, run_ids, job)
     raise AssertionError("unreachable")

@@ -65,17 +65,27 @@ class AIService:
         self.clock = clock
 
     # -- keys and providers -------------------------------------------------------------------
-    def context(self, workspace_id: int, key_id: int, model: str) -> StageContext:
-        """A stage context for one call with one keychain key (the tenant must be unsealed)."""
+    def context(
+        self,
+        workspace_id: int,
+        key_id: int,
+        model: str,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> StageContext:
+        """A stage context for one call with one keychain key (the tenant must be unsealed).
+        With `conn`, the caller's transaction already has this workspace's scope."""
         key = self.data_key()
         if not model.strip():
             raise BadRequest("a model name is required")
-        with self.connect() as conn, workspace_tx(conn, workspace_id):
-            row = conn.execute(
-                "SELECT k.kind, e.base_url FROM keychain k"
-                " LEFT JOIN ai_endpoints e ON e.key_id = k.id WHERE k.id = %s",
-                (key_id,),
-            ).fetchone()
+        query = (
+            "SELECT k.kind, e.base_url FROM keychain k"
+            " LEFT JOIN ai_endpoints e ON e.key_id = k.id WHERE k.id = %s"
+        )
+        if conn is not None:
+            row = conn.execute(query, (key_id,)).fetchone()
+        else:
+            with self.connect() as own, workspace_tx(own, workspace_id):
+                row = own.execute(query, (key_id,)).fetchone()
         if row is None or row[0] not in KINDS:
             raise NoProviderKey(
                 "this workspace has no LLM provider key with that id: add one to the keychain"
@@ -83,8 +93,10 @@ class AIService:
         kind, base_url = str(row[0]), row[1]
 
         def secret() -> str:
-            with self.connect() as conn:
+            if conn is not None:  # the caller's connection: never wait for a second one
                 return keychain.reveal(conn, key, workspace_id, key_id)
+            with self.connect() as own:
+                return keychain.reveal(own, key, workspace_id, key_id)
 
         provider = self.registry.provider(kind, key_id, secret, base_url)
         return StageContext(
@@ -157,19 +169,23 @@ def load_lead_facts(
     conn: psycopg.Connection[Any], key: DataKey, workspace_id: int, lead_id: int
 ) -> dict[str, str]:
     with workspace_tx(conn, workspace_id):
-        row = conn.execute(
-            "SELECT pgp_sym_decrypt(profile, %s) FROM leads WHERE id = %s",
-            (key.column_key, lead_id),
-        ).fetchone()
-        enriched = conn.execute(
-            "SELECT field, pgp_sym_decrypt(value, %s) FROM lead_enrichment WHERE lead_id = %s"
-            " ORDER BY fetched_at",
-            (key.column_key, lead_id),
-        ).fetchall()
+        return lead_facts_in_scope(conn, key, lead_id)
+
+
+def lead_facts_in_scope(
+    conn: psycopg.Connection[Any], key: DataKey, lead_id: int
+) -> dict[str, str]:
+    """The lead's CSV fields plus enriched ones (inside a workspace-scoped transaction)."""
+    row = conn.execute(
+        "SELECT pgp_sym_decrypt(l.profile, %(k)s), (SELECT json_agg(json_build_array("
+        " e.field, pgp_sym_decrypt(e.value, %(k)s)) ORDER BY e.fetched_at)"
+        " FROM lead_enrichment e WHERE e.lead_id = l.id) FROM leads l WHERE l.id = %(id)s",
+        {"k": key.column_key, "id": lead_id},
+    ).fetchone()
     if row is None:
         raise NotFound("no such lead in this workspace")
     profile = json.loads(row[0]) if row[0] else {}
-    for name, value in enriched:
+    for name, value in row[1] or []:
         profile.setdefault(str(name), str(value))
     return lead_facts(profile)
 
@@ -178,12 +194,16 @@ def load_brand(
     conn: psycopg.Connection[Any], key: DataKey, workspace_id: int, brand_id: int
 ) -> dict[str, Any]:
     with workspace_tx(conn, workspace_id):
-        row = conn.execute(
-            "SELECT name, pgp_sym_decrypt(sending_identity, %(k)s),"
-            " pgp_sym_decrypt(voice, %(k)s), pgp_sym_decrypt(icp, %(k)s)"
-            " FROM brands WHERE id = %(id)s",
-            {"k": key.column_key, "id": brand_id},
-        ).fetchone()
+        return brand_in_scope(conn, key, brand_id)
+
+
+def brand_in_scope(conn: psycopg.Connection[Any], key: DataKey, brand_id: int) -> dict[str, Any]:
+    row = conn.execute(
+        "SELECT name, pgp_sym_decrypt(sending_identity, %(k)s),"
+        " pgp_sym_decrypt(voice, %(k)s), pgp_sym_decrypt(icp, %(k)s)"
+        " FROM brands WHERE id = %(id)s",
+        {"k": key.column_key, "id": brand_id},
+    ).fetchone()
     if row is None:
         raise NotFound("no such brand in this workspace")
     return {"name": row[0], "sending_identity": row[1], "voice": row[2], "icp": row[3]}

@@ -63,14 +63,20 @@ def current(
 ) -> StageTemplate:
     """The newest version of the brand's template for the stage, or the built-in one."""
     with workspace_tx(conn, workspace_id):
-        cur = conn.cursor(row_factory=dict_row)
-        row = cur.execute(
-            "SELECT version, pgp_sym_decrypt(system, %(k)s) AS system,"
-            " pgp_sym_decrypt(user_template, %(k)s) AS user_template"
-            " FROM ai_prompt_templates WHERE brand_id = %(b)s AND stage = %(s)s"
-            " ORDER BY version DESC LIMIT 1",
-            {"k": key.column_key, "b": brand_id, "s": stage},
-        ).fetchone()
+        return current_in_scope(conn, key, brand_id, stage)
+
+
+def current_in_scope(
+    conn: psycopg.Connection[Any], key: DataKey, brand_id: int, stage: str
+) -> StageTemplate:
+    cur = conn.cursor(row_factory=dict_row)
+    row = cur.execute(
+        "SELECT version, pgp_sym_decrypt(system, %(k)s) AS system,"
+        " pgp_sym_decrypt(user_template, %(k)s) AS user_template"
+        " FROM ai_prompt_templates WHERE brand_id = %(b)s AND stage = %(s)s"
+        " ORDER BY version DESC LIMIT 1",
+        {"k": key.column_key, "b": brand_id, "s": stage},
+    ).fetchone()
     if row is None:
         return BUILTIN[stage]
     return StageTemplate(
