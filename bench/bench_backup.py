@@ -1,10 +1,15 @@
-"""Encrypted backup throughput against `pg_dump -Fc | gzip > /dev/null`, in the same run.
+"""Encrypted backup throughput against `pg_dump -Fc | gzip > /dev/null`, in the same run;
+and retention over 1,000,000 stage runs of the real tenant schema.
 
 Builds a tenant-sized database (>= 200 MB: text columns plus incompressible bytea standing in
 for pgcrypto ciphertext) in its own cluster, then times, alternately, the baseline pipeline and
 the real backup (pg_dump custom format -> AWS Encryption SDK to an RSA public key -> file://
 destination, fsync, read-back SHA-256 verification, link into place). MB are the database's
 size (pg_database_size) per second of wall time; the best of the runs counts for each side.
+
+Retention: a migrated tenant with 1,000,000 stage runs spread over 26 weekly periods (half of
+them older than 90 days); `retention_1m_s` is the wall time of `retention.apply` (destroy the
+expired period keys, clear their prompts and responses, audit it). No baseline.
 
     .venv/bin/python -m bench bench_backup
 """
@@ -24,11 +29,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from paitho_tenant.backup import BackupJob
 from paitho_tenant.destinations import FileDestination
+from paitho_tenant.retention import apply as apply_retention
 
 from bench.common import record
 from chalicelib.launchers import pgcluster
 
 ROWS = 1_100_000
+STAGE_RUNS = 1_000_000
+PERIODS = 26
 RUNS = 2
 FRAME_LENGTH = 4 << 20
 
@@ -82,6 +90,54 @@ def _backup(job: BackupJob, out: Path) -> tuple[float, int]:
     return elapsed, result.size
 
 
+def _retention(bindir: Path, root: Path) -> None:
+    from datetime import UTC, datetime
+
+    from paitho_tenant.db import DATABASE, owner_conninfo
+    from paitho_tenant.migrate import migrate
+
+    ids = pgcluster.run_as()
+    cluster = pgcluster.Cluster(root / "pgdata-ret", root / "run-ret", _free_port())
+    pgcluster.initdb(cluster.data_dir, bindir, ids)
+    proc = pgcluster.start(cluster, bindir, ids)
+    try:
+        admin = cluster.conninfo("postgres")
+        migrate(admin)
+        with psycopg.connect(cluster.conninfo(DATABASE), autocommit=True) as conn:
+            row = conn.execute(
+                "INSERT INTO workspaces (name, region) VALUES ('bench', 'eu') RETURNING id"
+            ).fetchone()
+            assert row is not None
+            conn.execute(
+                "INSERT INTO period_keys (period_start, wrapped_key)"
+                " SELECT date_trunc('week', now())::date - 7 * g, gen_random_bytes(64)"
+                " FROM generate_series(0, %s) g",
+                (PERIODS - 1,),
+            )
+            conn.execute(
+                "INSERT INTO stage_runs (workspace_id, stage, model, input_tokens,"
+                " output_tokens, started_at, duration_ms, period_start, prompt, response)"
+                " SELECT %s, 'qualify', 'model-x', 900, 300, p + interval '1 day', 1200, p,"
+                " gen_random_bytes(64), gen_random_bytes(128)"
+                " FROM (SELECT date_trunc('week', now())::date - 7 * (g %% %s) AS p"
+                "       FROM generate_series(1, %s) g) s",
+                (row[0], PERIODS, STAGE_RUNS),
+            )
+            conn.execute("VACUUM ANALYZE stage_runs")
+        start = time.perf_counter()
+        result = apply_retention("bench", owner_conninfo(admin), None, datetime.now(UTC))
+        elapsed = time.perf_counter() - start
+        print(
+            f"retention: {result.stage_runs_shredded} of {STAGE_RUNS} stage runs cleared, "
+            f"{result.periods_destroyed} period keys destroyed in {elapsed:.2f}s",
+            flush=True,
+        )
+        assert result.stage_runs_shredded > STAGE_RUNS // 3
+        record("retention_1m_s", elapsed, "s")
+    finally:
+        pgcluster.stop(proc)
+
+
 def main() -> None:
     bindir = pgcluster.find_bindir()
     ids = pgcluster.run_as()
@@ -119,6 +175,9 @@ def main() -> None:
         record("backup_ratio_vs_pgdump_gzip", base / backup, "ratio")
     finally:
         pgcluster.stop(proc)
+    try:
+        _retention(bindir, root)
+    finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
