@@ -654,6 +654,10 @@ def _sftp_session(spec: DestinationUrl) -> Iterator[Any]:
         raise InvalidBackupRequest(f"SSH login to {spec.host} was refused: {exc}") from exc
     except paramiko.SSHException as exc:
         client.close()
+        if "known_hosts" in str(exc):  # RejectPolicy: an unknown host is a setup problem
+            raise InvalidBackupRequest(
+                f"{spec.host} is not in known_hosts; add its host key (ssh-keyscan) first"
+            ) from exc
         raise DestinationUnavailable(f"SSH to {spec.host} failed: {exc}") from exc
     except OSError as exc:
         client.close()

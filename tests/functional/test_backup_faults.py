@@ -21,6 +21,7 @@ from paitho_tenant.backup import BackupJob
 from paitho_tenant.destinations import (
     BackupCorrupted,
     FileDestination,
+    InvalidBackupRequest,
     open_destination,
     parse_url,
 )
@@ -228,3 +229,26 @@ def test_a_crashing_job_still_answers_its_token(
     result = json.loads(line)
     assert token == "token-1" and result["outcome"] == "failed" and result["started_at"]
     assert result["error"] == "OperationalError" and "the tenant's log" in result["reason"]
+
+
+def test_sftp_leftovers_are_invisible_then_swept_and_unknown_hosts_refused(
+    pg_cluster: Any, customer_keys: KeyPair, pg_bindir: Path, sshd: SshServer
+) -> None:
+    """A partial file left by a killed SFTP backup is not listed as a backup and the next
+    backup removes it; a server missing from known_hosts is refused, never trusted."""
+    db = make_tenant_db(pg_cluster, rows=2)
+    root = sshd.data / f"sweep-{free_port()}"
+    (root / "acme").mkdir(parents=True)
+    leftover = root / "acme" / ".partial-deadbeef"
+    leftover.write_bytes(b"half an upload")
+    url = sshd.url(root)
+    with open_destination(url) as dest:
+        assert dest.list() == []
+    job = BackupJob("acme", db.conninfo, customer_keys.public_pem, pg_bindir,
+                    sweep_older_than=timedelta(0))  # fmt: skip
+    result = job.run(lambda: open_destination(url), "sftp", attempts=1)
+    assert result.outcome == "succeeded", result.reason
+    assert not leftover.exists()
+    stranger = url.replace(str(sshd.keys / "known_hosts"), "/dev/null")
+    with pytest.raises(InvalidBackupRequest, match="known_hosts"), open_destination(stranger):
+        pass
