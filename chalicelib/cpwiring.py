@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from chalicelib.billing import Subscription
-from chalicelib.cpconfig import CpConfig, Secret, TableNames
+from chalicelib.cpconfig import CpConfig, RateRule, Secret, TableNames
 from chalicelib.errors import InvalidInput, PlatformUnavailable
 from chalicelib.mailer import Mailer, SesMailer, SmtpMailer
 from chalicelib.mailsink import MailSink, start_mail_sink
@@ -120,6 +120,9 @@ def _wire(
     )
 
 
+LOCAL_SIGNUP_RULE = RateRule(limit=1000, window_s=3600, base_delay_s=2.0, max_delay_s=60.0)
+
+
 def local_control_plane(
     settings: Settings,
     tenants: TenantPort,
@@ -128,8 +131,11 @@ def local_control_plane(
     keys: CpKeys | None = None,
     **overrides: Any,
 ) -> ControlPlane:
-    """`make up`: DynamoDB on the local AWS endpoint, mail to the sink on `smtp_port`."""
+    """`make up`: DynamoDB on the local AWS endpoint, mail to the sink on `smtp_port`.
+    Every local request arrives from 127.0.0.1 through the edge, so the per-address signup
+    limit is raised (LOCAL_SIGNUP_RULE); per-email login and reset limits stay as they are."""
     keys = keys or ephemeral_keys()
+    overrides.setdefault("signup_rule", LOCAL_SIGNUP_RULE)
     config = cp_config(settings, keys, **overrides)
     return _wire(
         config, keys, dynamodb, tenants, SmtpMailer("127.0.0.1", smtp_port, config.mail_from)
