@@ -13,7 +13,6 @@ from typing import Any
 
 import imapclient
 import psycopg
-import pytest
 from paitho_tenant import leads, workspaces
 from paitho_tenant.crypto import DataKey
 from paitho_tenant.db import app_conninfo
@@ -72,6 +71,41 @@ class Tenant:
         return brand_id
 
 
+USERS = {"sales1@acme.test": "pw-sales-one-123", "sales2@acme.test": "pw-sales-two-456"}
+
+
+@dataclass
+class MailWorld:
+    """Two provider mailboxes: SMTP (STARTTLS + AUTH) and Dovecot IMAP for the same users."""
+
+    dovecot: Dovecot
+    smtp: SmtpServer
+    handler: SmtpHandler
+    cert: Cert
+    users: dict[str, str] = field(default_factory=dict)
+
+    def spec(self, user: str, **overrides: Any) -> MailboxSpec:
+        values: dict[str, Any] = {
+            "label": user.split("@")[0],
+            "from_address": user,
+            "smtp_host": "127.0.0.1",
+            "smtp_port": self.smtp.port,
+            "smtp_security": "starttls",
+            "imap_host": "127.0.0.1",
+            "imap_port": self.dovecot.port,
+            "imap_security": "ssl",
+            "username": user,
+        }
+        values.update(overrides)
+        return MailboxSpec(**values)
+
+    def smtp_factory(self, config: MailboxConfig) -> Any:
+        return mailbox.open_smtp(config.spec, config.secret, self.cert.client_context)
+
+    def imap_factory(self, config: MailboxConfig) -> imapclient.IMAPClient:
+        return mailbox.open_imap(config.spec, config.secret, self.cert.client_context)
+
+
 @contextmanager
 def running_tenant(cluster: RunningCluster) -> Iterator[Tenant]:
     """A migrated tenant on the cluster, set up and unsealed, with one workspace."""
@@ -120,63 +154,3 @@ def mail_servers(work_root: Path) -> Iterator[MailWorld]:
     finally:
         smtp.stop()
         server.stop()
-
-
-@pytest.fixture
-def tenant(pg_cluster: RunningCluster) -> Iterator[Tenant]:
-    """A migrated tenant, set up and unsealed, with one workspace."""
-    with running_tenant(pg_cluster) as t:
-        yield t
-
-
-@pytest.fixture
-def mail_cert(work_root: Path) -> Cert:
-    return make_cert(work_root / f"cert-{uuid.uuid4().hex[:8]}")
-
-
-USERS = {"sales1@acme.test": "pw-sales-one-123", "sales2@acme.test": "pw-sales-two-456"}
-
-
-@pytest.fixture
-def dovecot(work_root: Path, mail_cert: Cert) -> Iterator[Dovecot]:
-    server = Dovecot(work_root / f"dovecot-{uuid.uuid4().hex[:8]}", mail_cert, USERS)
-    yield server
-    server.stop()
-
-
-@dataclass
-class MailWorld:
-    """Two provider mailboxes: SMTP (STARTTLS + AUTH) and Dovecot IMAP for the same users."""
-
-    dovecot: Dovecot
-    smtp: SmtpServer
-    handler: SmtpHandler
-    cert: Cert
-    users: dict[str, str] = field(default_factory=dict)
-
-    def spec(self, user: str, **overrides: Any) -> MailboxSpec:
-        values: dict[str, Any] = {
-            "label": user.split("@")[0],
-            "from_address": user,
-            "smtp_host": "127.0.0.1",
-            "smtp_port": self.smtp.port,
-            "smtp_security": "starttls",
-            "imap_host": "127.0.0.1",
-            "imap_port": self.dovecot.port,
-            "imap_security": "ssl",
-            "username": user,
-        }
-        values.update(overrides)
-        return MailboxSpec(**values)
-
-    def smtp_factory(self, config: MailboxConfig) -> Any:
-        return mailbox.open_smtp(config.spec, config.secret, self.cert.client_context)
-
-    def imap_factory(self, config: MailboxConfig) -> imapclient.IMAPClient:
-        return mailbox.open_imap(config.spec, config.secret, self.cert.client_context)
-
-
-@pytest.fixture
-def mail_world(work_root: Path) -> Iterator[MailWorld]:
-    with mail_servers(work_root) as world:
-        yield world

@@ -4,19 +4,24 @@ that failed: dns, tcp, tls, auth or folder."""
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from paitho_tenant.outbound import mailbox
 from paitho_tenant.outbound.errors import MailboxCheckFailed
 
 from tests.functional.outbound_servers import SmtpHandler, SmtpServer
-
-if TYPE_CHECKING:
-    from tests.functional.outbound_support import MailWorld
+from tests.functional.outbound_support import MailWorld, mail_servers
 
 pytestmark = pytest.mark.functional
-pytest_plugins = ["tests.functional.outbound_support"]
+
+
+@pytest.fixture
+def mail_world(work_root: Path) -> Iterator[MailWorld]:
+    with mail_servers(work_root) as world:
+        yield world
+
 
 USER = "sales1@acme.test"
 
