@@ -26,7 +26,7 @@ from typing import Any
 import psycopg
 
 from paitho_tenant.backup import SUFFIX, _esdk, _iso, key_id, master_key
-from paitho_tenant.destinations import BackupCorrupted, Destination
+from paitho_tenant.destinations import BackupCorrupted, Destination, DumpFailed
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +76,16 @@ def sync_period_keys(
 
     from aws_encryption_sdk.identifiers import Algorithm
 
-    with psycopg.connect(conninfo) as conn:
-        if not _has_period_keys(conn):
-            return 0
-        rows = conn.execute(
-            "SELECT period_start, wrapped_key, created_at FROM period_keys"
-        ).fetchall()
+    try:
+        with psycopg.connect(conninfo) as conn:
+            if not _has_period_keys(conn):
+                return 0
+            rows = conn.execute(
+                "SELECT period_start, wrapped_key, created_at FROM period_keys"
+            ).fetchall()
+    except psycopg.Error as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:200]
+        raise DumpFailed(f"cannot read the tenant database: {first}") from exc
     stored = _stored_periods(destination, tenant)
     written = 0
     provider = master_key(public_pem, private=False, kid=key_id(public_pem))
