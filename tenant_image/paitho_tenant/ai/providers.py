@@ -205,17 +205,21 @@ class OpenAIAdapter:
                 {"role": "user", "content": prompt.user},
             ],
         }
+        # response_format goes through extra_body: the SDK would otherwise walk the whole JSON
+        # schema recursively on every call (about 2 ms of CPU each), for the same bytes.
         if self.kind == "openai":
             args["max_completion_tokens"] = prompt.max_output_tokens
             if prompt.schema is not None:
-                args["response_format"] = {
-                    "type": "json_schema",
-                    "json_schema": {"name": prompt.schema_name, "schema": prompt.schema},
+                args["extra_body"] = {
+                    "response_format": {
+                        "type": "json_schema",
+                        "json_schema": {"name": prompt.schema_name, "schema": prompt.schema},
+                    }
                 }
         else:  # compatible servers know max_tokens and json_object more often than the rest
             args["max_tokens"] = prompt.max_output_tokens
             if prompt.schema is not None:
-                args["response_format"] = {"type": "json_object"}
+                args["extra_body"] = {"response_format": {"type": "json_object"}}
         try:
             response = self._client.chat.completions.create(**args)
             text = (response.choices[0].message.content or "") if response.choices else ""
