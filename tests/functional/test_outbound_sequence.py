@@ -16,7 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+import psycopg
+import psycopg.sql
 import pytest
+from paitho_tenant import inventory
 from paitho_tenant.app import Components, Settings
 from paitho_tenant.db import app_conninfo, workspace_tx
 from paitho_tenant.outbound import queue, schedule, store
@@ -355,3 +358,16 @@ def test_bodies_are_stored_encrypted(world: World) -> None:
     for body, headers in rows:
         assert bytes(body)[:1] in (b"\xc3", b"\x8c")
         assert b"Name0" not in bytes(body) and b"prospect.test" not in bytes(headers)
+
+
+def test_inventory_declares_and_encrypts_outbound_columns(world: World) -> None:
+    """After a full run every outbound column is in the data inventory and every column
+    declared encrypted holds only AES-256 pgcrypto ciphertext."""
+    with psycopg.connect(world.t.cluster.conninfo(dbname="paitho")) as conn:
+        assert inventory.schema_drift(conn) == []
+        assert inventory.ciphertext_violations(conn) == []
+        for table in ("mailboxes", "step_variants", "brand_footers", "messages"):
+            count = conn.execute(
+                psycopg.sql.SQL("SELECT count(*) FROM {}").format(psycopg.sql.Identifier(table))
+            ).fetchone()
+            assert count is not None and count[0] > 0
