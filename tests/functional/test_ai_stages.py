@@ -7,7 +7,7 @@ import json
 from decimal import Decimal
 
 import pytest
-from paitho_tenant import stage_runs
+from paitho_tenant import inventory, stage_runs
 from paitho_tenant.ai import review, runs, templates
 from paitho_tenant.ai.errors import (
     BudgetExceeded,
@@ -229,3 +229,19 @@ def test_prices_default_and_workspace_override(ai_world: AIWorld) -> None:
     assert after[("openai", "gpt-4.1")]["input"] == Decimal("1.5")
     assert after[("openai", "gpt-4.1")]["source"] == "workspace"
     assert json.dumps(sorted(after.keys()))  # every key is a plain (provider, model) pair
+
+
+def test_ai_tables_are_in_the_inventory_and_hold_only_ciphertext(ai_world: AIWorld) -> None:
+    """After every AI write path, the schema matches the inventory and each column declared
+    encrypted holds AES-256 PGP ciphertext only."""
+    w = ai_world
+    with w.conn() as conn:
+        templates.add(conn, w.key, w.workspace_id, w.brand_id, "draft", "sys", "STAGE: drafting")
+    w.service.qualify(w.workspace_id, w.lead_ids[0], w.brand_id, w.key_ids["openai"], "m")
+    cid = _campaign(w, "openai")
+    review.draft_for_lead(w.service, w.workspace_id, cid, w.lead_ids[1])
+    with tenant_support.superuser_conn(w.cluster) as conn:
+        assert inventory.schema_drift(conn) == []
+        assert inventory.ciphertext_violations(conn) == []
+        for table in ("ai_drafts", "ai_qualifications", "ai_prompt_templates", "ai_run_meta"):
+            assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() != (0,), table
