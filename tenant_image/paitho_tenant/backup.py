@@ -63,7 +63,7 @@ RESULT_FIELDS = (
 )
 
 
-def _esdk() -> Any:
+def esdk_client() -> Any:
     import aws_encryption_sdk
 
     return aws_encryption_sdk.EncryptionSDKClient(
@@ -145,19 +145,19 @@ class BackupResult:
         return json.dumps(values, sort_keys=True)
 
 
-def _iso(moment: datetime) -> str:
+def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
 def now_iso() -> str:
-    return _iso(datetime.now(UTC))
+    return iso(datetime.now(UTC))
 
 
 def object_name(tenant: str, moment: datetime) -> str:
     return f"{tenant}/{tenant}-{moment.astimezone(UTC).strftime('%Y%m%dT%H%M%S%fZ')}{SUFFIX}"
 
 
-class _Payload:
+class Payload:
     """A read()-able stream: the roles frame, then pg_dump's stdout.
 
     A reader thread keeps pg_dump's pipe drained into a small bounded queue (in memory), so
@@ -220,11 +220,11 @@ class _Payload:
 def _run(argv: list[str], what: str) -> bytes:
     proc = subprocess.run(argv, capture_output=True, check=False)
     if proc.returncode != 0:
-        raise DumpFailed(f"{what} failed: {_last_line(proc.stderr)}")
+        raise DumpFailed(f"{what} failed: {last_line(proc.stderr)}")
     return proc.stdout
 
 
-def _last_line(stderr: bytes) -> str:
+def last_line(stderr: bytes) -> str:
     lines = stderr.decode(errors="replace").strip().splitlines()
     return (lines[-1] if lines else "(no output)")[:300]
 
@@ -264,9 +264,9 @@ def encrypted_dump(
         assert proc.stdout is not None
         with contextlib.suppress(OSError):  # a larger pipe: fewer stalls of pg_dump
             fcntl.fcntl(proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, 1 << 20)
-        payload = _Payload(roles, proc.stdout)
+        payload = Payload(roles, proc.stdout)
         try:
-            with _esdk().stream(
+            with esdk_client().stream(
                 mode="e",
                 source=payload,
                 key_provider=master_key(public_pem, private=False, kid=key_id(public_pem)),
@@ -284,7 +284,7 @@ def encrypted_dump(
             proc.stdout.close()
         if code != 0:
             errors.seek(0)
-            raise DumpFailed(f"pg_dump exited with {code}: {_last_line(errors.read())}")
+            raise DumpFailed(f"pg_dump exited with {code}: {last_line(errors.read())}")
 
 
 @dataclass
@@ -332,8 +332,8 @@ class BackupJob:
         sync_period_keys(self.conninfo, destination, self.tenant, self.public_pem)
         return BackupResult(
             tenant=self.tenant,
-            started_at=_iso(started),
-            finished_at=_iso(self.clock()),
+            started_at=iso(started),
+            finished_at=iso(self.clock()),
             destination_kind=destination.kind,
             outcome="succeeded",
             size=size,
@@ -372,8 +372,8 @@ class BackupJob:
         assert last is not None
         return BackupResult(
             tenant=self.tenant,
-            started_at=_iso(started),
-            finished_at=_iso(self.clock()),
+            started_at=iso(started),
+            finished_at=iso(self.clock()),
             destination_kind=kind,
             outcome="failed",
             error=type(last).__name__,

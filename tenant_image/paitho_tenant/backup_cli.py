@@ -131,7 +131,7 @@ def cmd_backup(args: argparse.Namespace, report: Callable[[str, str], None]) -> 
 
 def cmd_restore(args: argparse.Namespace) -> int:
     from chalicelib.launchers.pgcluster import find_bindir
-    from paitho_tenant.restore import _public_of, load_private_key, restore_into_new_cluster
+    from paitho_tenant.restore import load_private_key, public_of, restore_into_new_cluster
     from paitho_tenant.retention import restore_period_keys
 
     passphrase = (
@@ -146,7 +146,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     with open_destination(root) as destination:
 
         def put_back_period_keys(conninfo_for: Callable[[str], str], dbs: tuple[str, ...]) -> None:
-            public_pem = _public_of(private_pem)
+            public_pem = public_of(private_pem)
             for db in dbs:
                 restore_period_keys(destination, tenant, private_pem, public_pem, conninfo_for(db))
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 from chalicelib.launchers import pgcluster
-from paitho_tenant.backup import MAGIC, _esdk, _last_line, key_id, master_key
+from paitho_tenant.backup import MAGIC, esdk_client, key_id, last_line, master_key
 from paitho_tenant.destinations import (
     BackupCorrupted,
     BackupError,
@@ -59,7 +59,7 @@ def load_private_key(path: Path, passphrase: bytes | None = None) -> bytes:
     )
 
 
-def _public_of(private_pem: bytes) -> bytes:
+def public_of(private_pem: bytes) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
     key: Any = serialization.load_pem_private_key(private_pem, password=None)
@@ -77,10 +77,10 @@ def decrypt(source: BinaryIO, key_pem: bytes, *, private: bool = True) -> Iterat
     from aws_encryption_sdk.exceptions import AWSEncryptionSDKClientError
     from cryptography.exceptions import InvalidTag
 
-    public = _public_of(key_pem) if private else key_pem
+    public = public_of(key_pem) if private else key_pem
     provider = master_key(key_pem, private=private, kid=key_id(public))
     try:
-        with _esdk().stream(
+        with esdk_client().stream(
             mode="decrypt-unsigned", source=source, key_provider=provider
         ) as decryptor:
             if decryptor.header.encryption_context.get("paitho") != "tenant-backup":
@@ -144,7 +144,7 @@ def _wait(proc: subprocess.Popen[bytes], errors: IO[bytes], what: str) -> None:
     code = proc.wait()
     if code != 0:
         errors.seek(0)
-        raise DumpFailed(f"{what} failed with exit code {code}: {_last_line(errors.read())}")
+        raise DumpFailed(f"{what} failed with exit code {code}: {last_line(errors.read())}")
 
 
 def restore_into_new_cluster(

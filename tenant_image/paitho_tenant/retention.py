@@ -25,7 +25,7 @@ from typing import Any
 
 import psycopg
 
-from paitho_tenant.backup import SUFFIX, _esdk, _iso, key_id, master_key
+from paitho_tenant.backup import SUFFIX, esdk_client, iso, key_id, master_key
 from paitho_tenant.destinations import BackupCorrupted, Destination, DumpFailed
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def sync_period_keys(
                 "created_at": created_at.isoformat(),
             }
         )
-        blob, _ = _esdk().encrypt(
+        blob, _ = esdk_client().encrypt(
             source=body.encode(),
             key_provider=provider,
             algorithm=Algorithm.AES_256_GCM_HKDF_SHA512_COMMIT_KEY,
@@ -131,7 +131,7 @@ def restore_period_keys(
             with destination.reader(name) as fh:
                 blob = fh.read()
             try:
-                body, header = _esdk().decrypt(source=blob, key_provider=provider)
+                body, header = esdk_client().decrypt(source=blob, key_provider=provider)
             except AWSEncryptionSDKClientError as exc:
                 raise BackupCorrupted(f"period key object {name} cannot be decrypted") from exc
             if header.encryption_context.get("paitho") != "tenant-period-key":
@@ -243,8 +243,8 @@ def apply(
     )
     return RetentionResult(
         tenant=tenant,
-        started_at=_iso(started),
-        finished_at=_iso(datetime.now(UTC)),
+        started_at=iso(started),
+        finished_at=iso(datetime.now(UTC)),
         outcome="succeeded",
         stage_runs_shredded=cleared,
         periods_destroyed=len(periods),

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from paitho_tenant.backup import MAGIC, RESULT_FIELDS, BackupResult, _Payload, object_name
+from paitho_tenant.backup import MAGIC, RESULT_FIELDS, BackupResult, Payload, object_name
 from paitho_tenant.destinations import InvalidBackupRequest, parse_url, split_object_url
 
 from chalicelib.backups import (
@@ -86,7 +86,7 @@ def test_result_json_carries_metadata_fields_only() -> None:
 
 def test_payload_frames_roles_before_the_dump() -> None:
     """The encrypted payload is MAGIC, a length, the roles script, then the dump bytes."""
-    payload = _Payload(b"CREATE ROLE x;", io.BytesIO(b"PGDMP..."))
+    payload = Payload(b"CREATE ROLE x;", io.BytesIO(b"PGDMP..."))
     data = b""
     while chunk := payload.read(5):
         data += chunk
