@@ -16,6 +16,7 @@ spam-trigger wording, a deceptive subject, figures that are not in the lead's da
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -112,6 +113,17 @@ BUILTIN: dict[str, StageTemplate] = {
 }
 
 
+@functools.cache
+def _schema_text(stage: str) -> str:
+    return json.dumps(ANSWERS[stage].model_json_schema())
+
+
+def answer_schema(stage: str) -> dict[str, Any]:
+    """The JSON schema of a stage's answer (a fresh copy; built once per process)."""
+    schema: dict[str, Any] = json.loads(_schema_text(stage))
+    return schema
+
+
 def lead_facts(profile: Mapping[str, Any]) -> dict[str, str]:
     """The facts a prompt may use: non-empty CSV fields, with the email address left out."""
     out = {}
@@ -131,11 +143,10 @@ def render(template: StageTemplate, values: Mapping[str, object]) -> Prompt:
     text = {k: str(v) for k, v in values.items()}
     text.setdefault("subject_max", str(SUBJECT_MAX))
     text.setdefault("body_max", str(BODY_MAX))
-    answer = ANSWERS[template.stage]
     return Prompt(
         system=Template(template.system).safe_substitute(text),
         user=Template(template.user).safe_substitute(text),
-        schema=answer.model_json_schema(),
+        schema=answer_schema(template.stage),
         schema_name=template.stage,
         max_output_tokens=1024,
     )
