@@ -75,6 +75,7 @@ def _execute(
         input=json.dumps(
             {
                 "registry_table": env["registry_table"],
+                "page_size": 2,  # several pages: the machine must follow LastEvaluatedKey
                 "ledger_table": f"ledger-{unique}",
                 "jobs_queue_url": env["queue_url"],
                 "task_timeout_seconds": 60,
