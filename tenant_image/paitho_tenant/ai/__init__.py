@@ -17,3 +17,7 @@ Integration (the composition root): build one `AIService(connect, vault.key, Pro
 queue)` per process, `web.install(app, service)`, mount `web.routes`, and call
 `service.registry.clear()` when the vault seals (the SDK clients hold the plaintext keys).
 """
+
+# The core inventory loads ai/inventory.py through its EXTENSION_MODULES; importing the core
+# first means ai.inventory is always loaded from there, whichever module is imported first.
+import paitho_tenant.inventory  # noqa: F401
