@@ -140,6 +140,10 @@ def create_app(settings: Settings) -> Starlette:
         open=False,
         kwargs={"autocommit": True},
         name="tenant",
+        # A restarted PostgreSQL leaves dead connections in the pool: check each one on
+        # checkout so requests never see a stale one (the platform restarts clusters).
+        check=ConnectionPool.check_connection,
+        reconnect_timeout=3600,
     )
     components = Components(settings, pool)
 

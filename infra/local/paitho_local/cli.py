@@ -20,6 +20,10 @@ from paitho_local import compose
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Operate a Paitho platform.")
 tenants_app = typer.Typer(no_args_is_help=True, help="Create and manage tenants.")
 app.add_typer(tenants_app, name="tenants")
+mail_app = typer.Typer(no_args_is_help=True, help="Read the local mail sink (make up).")
+app.add_typer(mail_app, name="mail")
+billing_app = typer.Typer(no_args_is_help=True, help="Billing operations.")
+app.add_typer(billing_app, name="billing")
 console = Console()
 err = Console(stderr=True)
 
@@ -164,6 +168,49 @@ def delete(
     if not yes and sys.stdin.isatty():
         typer.confirm(f"Destroy {slug} and all its data?", abort=True)
     _lifecycle("delete", slug)
+
+
+@mail_app.command("list")
+def mail_list() -> None:
+    """List the messages the control plane sent to the local sink, oldest first."""
+    from datetime import UTC, datetime
+
+    from chalicelib.mailsink import list_mail
+
+    table = Table("received", "to", "subject")
+    for item in list_mail(compose.settings_for_cli().home):
+        when = datetime.fromtimestamp(item.received_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(when, item.to, item.subject)
+    console.print(table)
+
+
+@mail_app.command("last")
+def mail_last(to: Annotated[str, typer.Option("--to", help="recipient address")]) -> None:
+    """Print the newest message sent to an address (headers and text)."""
+    from chalicelib.mailsink import last_mail, message_text
+
+    msg = last_mail(compose.settings_for_cli().home, to)
+    if msg is None:
+        err.print(f"no mail to {to} in the local sink")
+        raise typer.Exit(1)
+    for header in ("Date", "From", "To", "Subject"):
+        print(f"{header}: {msg[header]}")
+    print()
+    print(message_text(msg))
+
+
+@billing_app.command("mark-paid")
+def mark_paid(slug: str) -> None:
+    """Record a payment with the manual provider (self-hosted and local use)."""
+    from chalicelib import factory
+    from chalicelib.cpwiring import mark_paid as record_payment
+
+    settings = compose.settings_for_cli()
+    try:
+        sub = record_payment(settings, _service(), factory.aws_client(settings, "dynamodb"), slug)
+    except PaithoError as exc:
+        _fail(exc)
+    console.print(f"{slug}: subscription {sub.state}")
 
 
 def main() -> None:

@@ -23,12 +23,11 @@ from chalicelib.routing import decide, render, tenant_slug
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
-def load_app() -> Any:
-    """The Chalice app object from the repository's app.py."""
+def load_app_module() -> Any:
+    """The repository's app.py (the Chalice app and its `use` injection hook)."""
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
-    module = importlib.import_module("app")
-    return module.app
+    return importlib.import_module("app")
 
 
 def make_handler(domain: str, registry: Callable[[], Registry]) -> type[ChaliceRequestHandler]:

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chalicelib import factory
+from chalicelib.cpwiring import start_local_control_plane
 from chalicelib.errors import PaithoError
 from chalicelib.launchers.local import LocalLauncher
 from chalicelib.registry import Registry
@@ -26,7 +28,7 @@ from chalicelib.settings import Settings
 from chalicelib.tenants import TenantService
 from paitho_local import compose, edge
 from paitho_local.awsendpoint import LocalAws
-from paitho_local.controlplane import ControlPlaneServer, load_app
+from paitho_local.controlplane import ControlPlaneServer, load_app_module
 from paitho_local.supervisor import Supervisor, UnitSpec
 
 log = logging.getLogger(__name__)
@@ -109,12 +111,29 @@ class Platform:
         )
         edge.wait_ready(files, timeout=15)
 
-        control = ControlPlaneServer(
-            load_app(), "127.0.0.1", control_port, settings.domain, registry
-        )
-        control.start()
         extras: list[Callable[[], None]] = []
         tenants = compose.tenant_service(settings, registry)
+        app_module = load_app_module()
+        cp_handle = start_local_control_plane(
+            settings, tenants, factory.aws_client(settings, "dynamodb"), app_module.use
+        )
+        extras.append(cp_handle.stop)
+        self.say(f"mail sink (verification, reset, notices) saves to {settings.mail_sink_dir}")
+        control = ControlPlaneServer(
+            app_module.app, "127.0.0.1", control_port, settings.domain, registry
+        )
+        control.start()
+        billing_stop = threading.Event()
+
+        def billing_clock() -> None:
+            while not billing_stop.wait(60):
+                try:
+                    cp_handle.tick()
+                except Exception:  # the clock keeps ticking; the failure is logged
+                    log.exception("billing tick failed")
+
+        threading.Thread(target=billing_clock, name="billing", daemon=True).start()
+        extras.append(billing_stop.set)
         self.running = Running(aws, supervisor, control, registry, tenants, extras)
         info_path.write_text(
             json.dumps(
