@@ -31,3 +31,12 @@ def _services() -> webapp.ControlPlane:
 
 handlers = webapp.build(app, _services)
 billing_tick = handlers.billing_tick  # the hourly schedule's Lambda handler: app.billing_tick
+
+
+@app.lambda_function(name="tenant_lifecycle")
+def tenant_lifecycle(event: dict[str, object], context: object) -> dict[str, object]:
+    """Provision, suspend, resume, upgrade or delete a tenant (operator tooling, workflows)."""
+    from chalicelib import factory, tenant_ops
+    from chalicelib.settings import from_env
+
+    return tenant_ops.handle(factory.build_aws_tenant_service(from_env()), event)

@@ -70,3 +70,35 @@ def build_ecs_launcher(settings: Settings) -> EcsLauncher:
     return EcsLauncher.from_clients(
         aws_client(settings, "ecs"), aws_client(settings, "ec2"), ecs_config(settings)
     )
+
+
+def build_aws_tenant_service(settings: Settings) -> TenantService:
+    """The tenant service the Lambdas use: ECS launcher, routes read from the registry."""
+    from chalicelib.registry_routes import RegistryRoutes
+
+    if settings.launcher != "ecs":
+        raise InvalidInput(
+            "the Lambda control plane launches tenants on ECS: set PAITHO_LAUNCHER=ecs"
+        )
+    registry = build_registry(settings)
+    return build_tenant_service(
+        settings, build_ecs_launcher(settings), RegistryRoutes(registry, settings.domain), registry
+    )
+
+
+def control_plane(settings: Settings | None = None) -> Any:
+    """The control plane as deployed (Lambda): DynamoDB tables from CloudFormation, SES for
+    mail, keys from SSM. Called lazily by app.py on the first request of a container."""
+    from chalicelib.cpwiring import aws_control_plane, aws_keys
+    from chalicelib.settings import from_env
+
+    settings = settings or from_env()
+    sender = settings.extra.get("PAITHO_MAIL_FROM") or f"no-reply@{settings.domain}"
+    return aws_control_plane(
+        settings,
+        build_aws_tenant_service(settings),
+        aws_client(settings, "dynamodb"),
+        aws_client(settings, "ses"),
+        aws_keys(aws_client(settings, "ssm")),
+        sender,
+    )
