@@ -97,6 +97,10 @@ class BackupLedger:
         self._table = table
         self._clock = clock
 
+    @property
+    def table(self) -> str:
+        return self._table
+
     def ensure_table(self) -> None:
         """CloudFormation creates it in AWS; `make up` and the tests call this."""
         try:
@@ -348,3 +352,85 @@ def poll_jobs(sqs: Any, queue_url: str, runner: JobRunner, sfn: Any, wait_s: int
         if message["MessageId"] not in retry:
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
     return len(messages)
+
+
+# -- the same workflows on the local platform (`make up`) --------------------------------------
+@dataclass(frozen=True)
+class Workflows:
+    """Where the deployed (or locally installed) workflows live."""
+
+    backup_arn: str
+    retention_arn: str
+    queue_url: str
+    ledger_table: str
+    registry_table: str
+
+
+def install_workflows(
+    sfn: Any,
+    sqs: Any,
+    ledger: BackupLedger,
+    registry_table: str,
+    definitions: Mapping[str, str],
+    role_arn: str,
+    prefix: str = "paitho",
+) -> Workflows:
+    """Create the queue, the ledger table and both state machines from the .asl.json texts
+    (`definitions["backup"]`, `definitions["retention"]`) on a local endpoint. Idempotent.
+    In AWS, infra/aws/workflows.yaml does this instead."""
+    queue_url = sqs.create_queue(QueueName=f"{prefix}-jobs")["QueueUrl"]
+    ledger.ensure_table()
+    arns: dict[str, str] = {}
+    existing = {m["name"]: m["stateMachineArn"] for m in sfn.list_state_machines()["stateMachines"]}
+    for job in JOBS:
+        name = f"{prefix}-{job}"
+        if name in existing:
+            sfn.update_state_machine(stateMachineArn=existing[name], definition=definitions[job])
+            arns[job] = existing[name]
+        else:
+            arns[job] = sfn.create_state_machine(
+                name=name, definition=definitions[job], roleArn=role_arn
+            )["stateMachineArn"]
+    return Workflows(arns["backup"], arns["retention"], queue_url, ledger.table, registry_table)
+
+
+def run_workflow(
+    sfn: Any,
+    sqs: Any,
+    workflows: Workflows,
+    job: str,
+    runner: JobRunner,
+    *,
+    page_size: int = 500,
+    task_timeout_seconds: int = 14400,
+    name: str,
+    deadline_s: float = 6 * 3600,
+    sleep: Callable[[float], None] | None = None,
+) -> dict[str, Any]:
+    """Start one execution (what the schedule does) and serve its jobs queue until it ends
+    (what the dispatcher Lambda does). Returns describe_execution's answer."""
+    import time
+
+    pause = sleep or time.sleep
+    arn = workflows.backup_arn if job == "backup" else workflows.retention_arn
+    execution = sfn.start_execution(
+        stateMachineArn=arn,
+        name=name,
+        input=json.dumps(
+            {
+                "registry_table": workflows.registry_table,
+                "page_size": page_size,
+                "ledger_table": workflows.ledger_table,
+                "jobs_queue_url": workflows.queue_url,
+                "task_timeout_seconds": task_timeout_seconds,
+            }
+        ),
+    )["executionArn"]
+    started = time.monotonic()
+    while (desc := sfn.describe_execution(executionArn=execution))["status"] == "RUNNING":
+        if time.monotonic() - started > deadline_s:
+            sfn.stop_execution(executionArn=execution, error="Local.Deadline")
+            continue
+        if not poll_jobs(sqs, workflows.queue_url, runner, sfn, wait_s=0):
+            pause(0.1)
+    return dict(desc)

@@ -5,9 +5,7 @@ the outcomes recorded in the ledger."""
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,8 @@ from chalicelib.backups import (
     BackupLedger,
     JobRequest,
     SubprocessJobRunner,
-    poll_jobs,
+    install_workflows,
+    run_workflow,
 )
 from chalicelib.errors import LaunchError
 from chalicelib.registry import Registry, TenantRecord
@@ -38,6 +37,7 @@ from tests.functional.test_tenant_support import (  # noqa: F401  (fixtures)
 pytestmark = pytest.mark.functional
 
 REPO = Path(__file__).resolve().parents[2]
+AWS = REPO / "infra" / "aws"
 ROLE = "arn:aws:iam::123456789012:role/paitho-workflows"
 
 
@@ -49,45 +49,39 @@ def sfn_env(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def _setup(aws_client: Any, unique: str, tenants: dict[str, str]) -> dict[str, Any]:
-    ddb, sqs = aws_client("dynamodb"), aws_client("sqs")
+    """Registry with these tenants, then the workflows installed from the exact .asl.json
+    files the way the local platform does it (install_workflows)."""
+    ddb = aws_client("dynamodb")
     registry = Registry(ddb, f"registry-{unique}")
     registry.ensure_table()
     for slug, state in tenants.items():
         registry.create(TenantRecord(slug=slug, plan="team", region="eu-west-1", state=state))
     ledger = BackupLedger(ddb, f"ledger-{unique}")
-    ledger.ensure_table()
-    queue_url = sqs.create_queue(QueueName=f"jobs-{unique}")["QueueUrl"]
-    return {"ledger": ledger, "queue_url": queue_url, "registry_table": f"registry-{unique}"}
+    definitions = {job: (AWS / f"{job}.asl.json").read_text() for job in ("backup", "retention")}
+    workflows = install_workflows(
+        aws_client("stepfunctions"), aws_client("sqs"), ledger, f"registry-{unique}",
+        definitions, ROLE, prefix=f"p-{unique}",
+    )  # fmt: skip
+    again = install_workflows(
+        aws_client("stepfunctions"), aws_client("sqs"), ledger, f"registry-{unique}",
+        definitions, ROLE, prefix=f"p-{unique}",
+    )  # fmt: skip
+    assert again == workflows  # idempotent: the local platform installs on every start
+    return {"ledger": ledger, "workflows": workflows}
 
 
-def _execute(
-    aws_client: Any, definition: str, unique: str, env: dict[str, Any], runner: Any
-) -> dict[str, Any]:
-    sfn, sqs = aws_client("stepfunctions"), aws_client("sqs")
-    machine = sfn.create_state_machine(
-        name=f"{Path(definition).stem.split('.')[0]}-{unique}",
-        definition=(REPO / definition).read_text(),
-        roleArn=ROLE,
-    )["stateMachineArn"]
-    execution = sfn.start_execution(
-        stateMachineArn=machine,
+def _execute(aws_client: Any, job: str, unique: str, env: dict[str, Any], runner: Any) -> Any:
+    return run_workflow(
+        aws_client("stepfunctions"),
+        aws_client("sqs"),
+        env["workflows"],
+        job,
+        runner,
+        page_size=2,  # several pages: the machine must follow LastEvaluatedKey
+        task_timeout_seconds=60,
         name=f"nightly-{unique}",  # AWS generates one; moto leaves $$.Execution.Name null
-        input=json.dumps(
-            {
-                "registry_table": env["registry_table"],
-                "page_size": 2,  # several pages: the machine must follow LastEvaluatedKey
-                "ledger_table": f"ledger-{unique}",
-                "jobs_queue_url": env["queue_url"],
-                "task_timeout_seconds": 60,
-            }
-        ),
-    )["executionArn"]
-    deadline = time.monotonic() + 120
-    while (desc := sfn.describe_execution(executionArn=execution))["status"] == "RUNNING":
-        assert time.monotonic() < deadline, "the execution did not finish"
-        poll_jobs(sqs, env["queue_url"], runner, sfn, wait_s=0)
-        time.sleep(0.1)
-    return desc  # type: ignore[no-any-return]
+        deadline_s=120,
+    )
 
 
 def test_backup_machine_isolates_failures_and_records_outcomes(
@@ -134,7 +128,7 @@ def test_backup_machine_isolates_failures_and_records_outcomes(
 
     runner = SubprocessJobRunner(command_for)
     try:
-        desc = _execute(aws_client, "infra/aws/backup.asl.json", unique, env, runner)
+        desc = _execute(aws_client, "backup", unique, env, runner)
     finally:
         runner.wait()
     assert desc["status"] == "SUCCEEDED", desc
@@ -196,7 +190,7 @@ def test_retention_machine_fans_out_and_records_counts(
 
     runner = SubprocessJobRunner(command_for)
     try:
-        desc = _execute(aws_client, "infra/aws/retention.asl.json", unique, env, runner)
+        desc = _execute(aws_client, "retention", unique, env, runner)
     finally:
         runner.wait()
     assert desc["status"] == "SUCCEEDED", desc
