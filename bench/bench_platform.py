@@ -18,6 +18,8 @@ from pathlib import Path
 
 import boto3
 from moto.server import ThreadedMotoServer
+from paitho_local import edge
+from paitho_local.supervisor import Supervisor
 
 from bench.common import median, percentile, record
 from chalicelib.launchers import pgcluster
@@ -25,8 +27,6 @@ from chalicelib.launchers.local import LocalLauncher, SupervisorClient, free_por
 from chalicelib.lifecycle import Executor
 from chalicelib.registry import Registry
 from chalicelib.tenants import TenantService
-from paitho_local import edge
-from paitho_local.supervisor import Supervisor
 
 N = 10
 

@@ -41,7 +41,7 @@ def free_port() -> int:
 def work_root() -> Iterator[Path]:
     """A scratch directory the unprivileged cluster user can traverse (pytest's tmp is 0700)."""
     root = Path(tempfile.mkdtemp(prefix="paitho-tests-"))
-    os.chmod(root, 0o755)
+    os.chmod(root, 0o755)  # noqa: S103 - the cluster user must traverse it
     yield root
     shutil.rmtree(root, ignore_errors=True)
 

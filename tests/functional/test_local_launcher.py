@@ -13,6 +13,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from paitho_local.supervisor import Supervisor
 
 from chalicelib.launchers import pgcluster
 from chalicelib.launchers.local import LocalLauncher, SupervisorClient
@@ -20,7 +21,6 @@ from chalicelib.lifecycle import Executor
 from chalicelib.registry import Registry
 from chalicelib.routes import MemoryRoutes
 from chalicelib.tenants import TenantService
-from paitho_local.supervisor import Supervisor
 
 pytestmark = pytest.mark.functional
 
@@ -39,7 +39,7 @@ def wait_for(predicate: Any, timeout: float = 30) -> Any:
             last = predicate()
             if last:
                 return last
-        except Exception as exc:  # noqa: BLE001 - polling until it holds
+        except Exception as exc:
             last = exc
         time.sleep(0.1)
     raise AssertionError(f"condition not met in {timeout}s: {last!r}")
@@ -88,7 +88,7 @@ def service(aws_client: Any, unique: str, launcher: LocalLauncher, supervisor: S
 
 
 def test_two_tenants_are_isolated_processes_clusters_and_directories(service: Any) -> None:
-    """Each tenant has its own postgres pid, port and data directory; stopping one spares the other."""
+    """Each tenant has its own postgres pid, port and data dir; stopping one spares the other."""
     a = service.create(f"a{os.getpid()}x")
     b = service.create(f"b{os.getpid()}x")
     assert a.state == b.state == "running", (a.last_error, b.last_error)

@@ -49,5 +49,5 @@ def test_ecs_config_from_settings() -> None:
 def test_ecs_config_names_the_missing_setting() -> None:
     """A missing output is named, with where to find it."""
     env = {k: v for k, v in ECS_ENV.items() if k != "PAITHO_ECS_LOG_GROUP"}
-    with pytest.raises(InvalidInput, match="PAITHO_ECS_LOG_GROUP.*tenants.yaml"):
+    with pytest.raises(InvalidInput, match=r"PAITHO_ECS_LOG_GROUP.*tenants\.yaml"):
         factory.ecs_config(from_env(env, home=Path("/tmp/x")))
