@@ -389,6 +389,8 @@ This archive holds everything needed to run your tenant anywhere, without Paitho
 
 - `backup/{name}`: your database, encrypted to YOUR RSA public key (AWS Encryption SDK
   message; Raw RSA OAEP-SHA256 wrapping, AES-256-GCM frames). Only your private key opens it.
+- `backup/period-keys/`: the keys of your LLM stage-run logs younger than 90 days, each
+  encrypted the same way (older ones were destroyed on purpose: those logs stay unreadable).
 - `IMAGE`: the tenant image reference this backup was made with ({image}).
 - `MANIFEST.json`: size and SHA-256 of the encrypted dump, to check the copy is intact.
 
@@ -403,15 +405,23 @@ This archive holds everything needed to run your tenant anywhere, without Paitho
 """
 
 
-def export_bundle(source: IO[bytes], name: str, image: str, out: Path) -> dict[str, Any]:
-    """Write one tar archive: the encrypted dump, the image reference, restore instructions.
+def export_bundle(
+    source: IO[bytes],
+    name: str,
+    image: str,
+    out: Path,
+    key_objects: dict[str, bytes] | None = None,
+) -> dict[str, Any]:
+    """Write one tar archive: the encrypted dump, the escrowed period keys (each encrypted to
+    the customer's key), the image reference and restore instructions.
 
-    Only ciphertext is copied; the manifest carries size and SHA-256, never content or key."""
+    Only ciphertext is copied; the manifest carries sizes and SHA-256, never content or key."""
     import io
     import tarfile
 
     base = Path(name).name
     out.parent.mkdir(parents=True, exist_ok=True)
+    keys = key_objects or {}
     with tempfile.TemporaryFile(dir=out.parent) as spool:
         digest, size = hashlib.sha256(), 0
         while chunk := source.read(1 << 20):
@@ -419,21 +429,29 @@ def export_bundle(source: IO[bytes], name: str, image: str, out: Path) -> dict[s
             size += len(chunk)
             spool.write(chunk)
         spool.seek(0)
-        manifest = {"object": base, "size": size, "sha256": digest.hexdigest(), "image": image}
+        manifest = {
+            "object": base,
+            "size": size,
+            "sha256": digest.hexdigest(),
+            "image": image,
+            "period_keys": sorted(keys),
+        }
         partial = out.with_name(f".{out.name}.partial")
+        stamp = int(time.time())
         with tarfile.open(partial, "w") as tar:
 
-            def add_text(arcname: str, text: str) -> None:
-                data = text.encode()
+            def add_bytes(arcname: str, data: bytes, mode: int = 0o644) -> None:
                 info = tarfile.TarInfo(arcname)
-                info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
+                info.size, info.mode, info.mtime = len(data), mode, stamp
                 tar.addfile(info, io.BytesIO(data))
 
             info = tarfile.TarInfo(f"backup/{base}")
-            info.size, info.mode, info.mtime = size, 0o600, int(time.time())
+            info.size, info.mode, info.mtime = size, 0o600, stamp
             tar.addfile(info, spool)
-            add_text("IMAGE", image + "\n")
-            add_text("MANIFEST.json", json.dumps(manifest, indent=2) + "\n")
-            add_text("RESTORE.md", RESTORE_INSTRUCTIONS.format(name=base, image=image))
+            for key_name, blob in sorted(keys.items()):
+                add_bytes(f"backup/period-keys/{key_name}", blob, 0o600)
+            add_bytes("IMAGE", (image + "\n").encode())
+            add_bytes("MANIFEST.json", (json.dumps(manifest, indent=2) + "\n").encode())
+            add_bytes("RESTORE.md", RESTORE_INSTRUCTIONS.format(name=base, image=image).encode())
         partial.replace(out)
     return manifest

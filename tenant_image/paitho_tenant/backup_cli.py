@@ -197,10 +197,17 @@ def cmd_retention(args: argparse.Namespace, report: Callable[[str, str], None]) 
 
 def cmd_export_bundle(args: argparse.Namespace) -> int:
     from paitho_tenant.backup import export_bundle
+    from paitho_tenant.retention import KEY_DIR
 
     base, name = split_object_url(args.source)
-    with open_destination(base) as destination, destination.reader(name) as source:
-        export_bundle(source, name, args.image, args.out)
+    root, tenant = split_object_url(base)
+    with open_destination(root) as destination:
+        keys: dict[str, bytes] = {}
+        for obj in destination.list(f"{tenant}/{KEY_DIR}"):
+            with destination.reader(obj.name) as fh:
+                keys[obj.name.rsplit("/", 1)[-1]] = fh.read()
+        with destination.reader(f"{tenant}/{name}") as source:
+            export_bundle(source, name, args.image, args.out, keys)
     print(json.dumps({"bundle": str(args.out)}))
     return 0
 
