@@ -48,7 +48,7 @@ def clean(fake: FakeLLM) -> Iterator[FakeLLM]:
 
 def registry(fake: FakeLLM, sleeps: Sleeps | None = None, **options: float) -> ProviderRegistry:
     base = {"openai": fake.openai_base, "anthropic": fake.url, "google": fake.url}
-    timeout = float(options.pop("timeout", 2.0))
+    timeout = float(options.pop("timeout", 10.0))
     return ProviderRegistry(
         base, timeout=timeout, max_attempts=3, sleep=sleeps or Sleeps(), **options
     )

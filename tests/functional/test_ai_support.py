@@ -141,7 +141,7 @@ def build_world(
     with pool.connection() as conn:
         ws, brand, lead_ids, key_ids, secrets = seed(conn, key, leads_count)
     sleeps = Sleeps()
-    options: dict[str, Any] = {"timeout": 2.0, "max_attempts": 3, "sleep": sleeps}
+    options: dict[str, Any] = {"timeout": 10.0, "max_attempts": 3, "sleep": sleeps}
     options.update(registry)
     reg = ProviderRegistry(
         {"openai": fake.openai_base, "anthropic": fake.url, "google": fake.url}, **options
@@ -174,7 +174,7 @@ def live_ai_app(
     c = app.state.components
     registry = ProviderRegistry(
         {"openai": fake.openai_base, "anthropic": fake.url, "google": fake.url},
-        timeout=2.0,
+        timeout=10.0,
         max_attempts=3,
         sleep=Sleeps(),
     )
