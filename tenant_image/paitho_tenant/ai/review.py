@@ -22,7 +22,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from paitho_tenant import audit
-from paitho_tenant.ai import templates
+from paitho_tenant.ai import runs, templates
 from paitho_tenant.ai.runs import StageContext, StageResult, run_stage
 from paitho_tenant.ai.service import (
     AIService,
@@ -172,6 +172,7 @@ def draft_stage(
         brand = brand_in_scope(conn, key, campaign.brand_id)
         template = templates.current_in_scope(conn, key, campaign.brand_id, "draft")
         ctx = service.context(workspace_id, campaign.key_id, campaign.model, conn)
+        price = runs.preflight_in_scope(conn, service.clock(), ctx.provider_kind, ctx.model)
     prompt = render(
         template,
         {
@@ -184,7 +185,7 @@ def draft_stage(
         },
     )
     drafted = run_stage(
-        ctx, "draft", prompt, template.version, lambda t: parse_draft(t, facts), lead_id
+        ctx, "draft", prompt, template.version, lambda t: parse_draft(t, facts), lead_id, price
     )
     return ctx, campaign, facts, drafted
 

@@ -177,8 +177,15 @@ def preflight(
 ) -> tuple[Decimal, Decimal] | None:
     """Before a call, in one transaction: refuse if the budget is spent; return the price."""
     with workspace_tx(conn, workspace_id):
-        _refuse_if_spent(_budget_in_scope(conn, now))
-        return price_of(conn, provider, model)
+        return preflight_in_scope(conn, now, provider, model)
+
+
+def preflight_in_scope(
+    conn: psycopg.Connection[Any], now: datetime, provider: str, model: str
+) -> tuple[Decimal, Decimal] | None:
+    """`preflight` inside the caller's workspace-scoped transaction."""
+    _refuse_if_spent(_budget_in_scope(conn, now))
+    return price_of(conn, provider, model)
 
 
 # -- recording ----------------------------------------------------------------------------------
@@ -301,14 +308,21 @@ def run_stage(
     prompt_version: str,
     parse: Callable[[str], T],
     lead_id: int | None = None,
+    preflighted: tuple[Decimal, Decimal] | None = _UNSET,
 ) -> StageResult[T]:
-    """Call the provider (a second time with a correction if the answer is malformed)."""
+    """Call the provider (a second time with a correction if the answer is malformed).
+
+    `preflighted` is the price returned by `preflight_in_scope` when the caller already
+    checked the budget in its own transaction just before; the first call then skips it."""
     job = uuid.uuid4()
     run_ids: list[int] = []
     current = prompt
     for attempt in (1, 2):
-        with ctx.connect() as conn:
-            price = preflight(conn, ctx.workspace_id, ctx.clock(), ctx.provider_kind, ctx.model)
+        if attempt == 1 and preflighted is not _UNSET:
+            price = preflighted
+        else:
+            with ctx.connect() as conn:
+                price = preflight(conn, ctx.workspace_id, ctx.clock(), ctx.provider_kind, ctx.model)
         started_at = ctx.clock()
         t0 = time.perf_counter()
         base = RunRecord(
