@@ -106,6 +106,7 @@ CREATE TABLE outbound_messages (
     variant_id bigint REFERENCES step_variants ON DELETE SET NULL,
     mailbox_id bigint NOT NULL REFERENCES mailboxes ON DELETE CASCADE,
     message_row bigint REFERENCES messages ON DELETE SET NULL,
+    raw bytea,  -- the exact bytes to send (encrypted): a retry sends what was planned
     token text NOT NULL UNIQUE,
     state text NOT NULL DEFAULT 'queued' CHECK (state IN (
         'queued', 'sending', 'sent', 'retry', 'bounced', 'failed', 'suppressed', 'uncertain')),

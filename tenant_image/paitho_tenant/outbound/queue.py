@@ -23,7 +23,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from paitho_tenant import messages
-from paitho_tenant.crypto import DataKey
+from paitho_tenant.crypto import COLUMN_OPTIONS, DataKey
 from paitho_tenant.db import workspace_tx
 from paitho_tenant.outbound import compose, schedule, templating
 from paitho_tenant.outbound.errors import TemplateError
@@ -49,14 +49,10 @@ class Job:
     mailbox_id: int
     token: str
     attempts: int
-    headers: dict[str, str] = field(repr=False)
-    body: str = field(repr=False)
+    raw: bytes = field(repr=False)  # the exact message planned, headers and body
+    recipient: str = field(repr=False)
     email_bidx: bytes = field(repr=False)
     active: bool = True
-
-    @property
-    def recipient(self) -> str:
-        return self.headers["To"]
 
 
 def _steps(conn: psycopg.Connection[Any], key: DataKey, campaign_id: int) -> dict[int, Any]:
@@ -257,7 +253,9 @@ def _plan_one(
         conn, key, camp["workspace_id"], "sent", headers, msg.get_content(), None
     )
     conn.execute(
-        "UPDATE outbound_messages SET message_row = %s WHERE id = %s", (message_row, row[0])
+        "UPDATE outbound_messages SET message_row = %s,"
+        " raw = pgp_sym_encrypt_bytea(%s, %s, '" + COLUMN_OPTIONS + "') WHERE id = %s",
+        (message_row, msg.as_bytes(), key.column_key, row[0]),
     )
     conn.execute(
         "UPDATE enrollments SET mailbox_id = %s, next_position = next_position + 1,"
@@ -291,10 +289,9 @@ def claim(
             " attempts = o.attempts + 1, lease_until = %(lease)s"
             " FROM picked WHERE o.id = picked.id RETURNING o.*)"
             " SELECT leased.id, leased.enrollment_id, leased.mailbox_id, leased.token,"
-            " leased.attempts, pgp_sym_decrypt(m.headers, %(k)s) AS headers,"
-            " pgp_sym_decrypt(m.body, %(k)s) AS body, l.email_bidx, e.status"
-            " FROM leased JOIN messages m ON m.id = leased.message_row"
-            " JOIN enrollments e ON e.id = leased.enrollment_id"
+            " leased.attempts, pgp_sym_decrypt_bytea(leased.raw, %(k)s) AS raw,"
+            " pgp_sym_decrypt(l.email, %(k)s) AS recipient, l.email_bidx, e.status"
+            " FROM leased JOIN enrollments e ON e.id = leased.enrollment_id"
             " JOIN leads l ON l.id = e.lead_id ORDER BY leased.id",
             {"now": now, "n": limit, "lease": now + lease, "k": key.column_key, "mb": mailbox_id},
         ).fetchall()
@@ -305,8 +302,8 @@ def claim(
             r["mailbox_id"],
             r["token"],
             r["attempts"],
-            json.loads(r["headers"]),
-            r["body"],
+            bytes(r["raw"]),
+            r["recipient"],
             bytes(r["email_bidx"]),
             r["status"] in ("active", "paused"),
         )
@@ -330,36 +327,58 @@ def mark_sent(
     conn: psycopg.Connection[Any], workspace_id: int, job_id: int, now: dt.datetime
 ) -> None:
     """The server accepted the message: the row is sent and the lead's next step is due."""
+    mark_sent_many(conn, workspace_id, [job_id], now)
+
+
+def mark_sent_many(
+    conn: psycopg.Connection[Any], workspace_id: int, job_ids: list[int], now: dt.datetime
+) -> None:
+    """`mark_sent` for a batch, in one transaction committed without waiting for the flush
+    to disk: if PostgreSQL itself crashes before the flush, the rows are back in 'sending'
+    (the lease was committed durably) and settlement finds them in the Sent folder."""
+    if not job_ids:
+        return
     with workspace_tx(conn, workspace_id):
-        cur = conn.execute(
-            "UPDATE outbound_messages SET state = 'sent', sent_at = %s, lease_until = NULL,"
-            " smtp_code = 250 WHERE id = %s AND state IN ('sending', 'retry', 'queued')"
-            " RETURNING enrollment_id",
-            (now, job_id),
-        )
-        row = cur.fetchone()
-        if row is None:
+        conn.execute("SET LOCAL synchronous_commit = off")
+        enrollments = [
+            int(r[0])
+            for r in conn.execute(
+                "UPDATE outbound_messages SET state = 'sent', sent_at = %s, lease_until = NULL,"
+                " smtp_code = 250 WHERE id = ANY(%s) AND state IN ('sending', 'retry', 'queued')"
+                " RETURNING enrollment_id",
+                (now, job_ids),
+            ).fetchall()
+        ]
+        if not enrollments:
             return
-        nxt = conn.execute(
-            "SELECT e.timezone, c.timezone, s.delay_days, s.business_days"
+        rows = conn.execute(
+            "SELECT e.id, e.timezone, c.timezone, s.delay_days, s.business_days"
             " FROM enrollments e JOIN campaigns c ON c.id = e.campaign_id"
             " LEFT JOIN campaign_steps s ON s.campaign_id = e.campaign_id"
-            "  AND s.position = e.next_position WHERE e.id = %s",
-            (row[0],),
-        ).fetchone()
-        assert nxt is not None
-        if nxt[2] is None:
+            "  AND s.position = e.next_position WHERE e.id = ANY(%s)",
+            (enrollments,),
+        ).fetchall()
+        done = [int(r[0]) for r in rows if r[3] is None]
+        due = [
+            (
+                schedule.add_delay(now, int(r[3]), bool(r[4]), schedule.zone(r[1], r[2])),
+                int(r[0]),
+            )
+            for r in rows
+            if r[3] is not None
+        ]
+        if done:
             conn.execute(
                 "UPDATE enrollments SET status = 'completed', status_reason = 'every step sent'"
-                " WHERE id = %s AND status = 'active'",
-                (row[0],),
+                " WHERE id = ANY(%s) AND status = 'active'",
+                (done,),
             )
-            return
-        due = schedule.add_delay(now, int(nxt[2]), bool(nxt[3]), schedule.zone(nxt[0], nxt[1]))
-        conn.execute(
-            "UPDATE enrollments SET due_at = %s WHERE id = %s AND status IN ('active', 'paused')",
-            (due, row[0]),
-        )
+        if due:
+            conn.cursor().executemany(
+                "UPDATE enrollments SET due_at = %s WHERE id = %s"
+                " AND status IN ('active', 'paused')",
+                due,
+            )
 
 
 def mark_outcome(

@@ -19,8 +19,6 @@ import logging
 import smtplib
 from collections.abc import Callable
 from dataclasses import dataclass
-from email.message import EmailMessage
-from email.policy import SMTP
 from typing import Any
 
 import imapclient
@@ -37,27 +35,6 @@ log = logging.getLogger(__name__)
 
 SmtpFactory = Callable[[MailboxConfig], smtplib.SMTP]
 ImapFactory = Callable[[MailboxConfig], imapclient.IMAPClient]
-_HEADER_ORDER = (
-    "From",
-    "To",
-    "Subject",
-    "Date",
-    "Message-ID",
-    "In-Reply-To",
-    "References",
-    "List-Unsubscribe",
-    "List-Unsubscribe-Post",
-)
-
-
-def rebuild(job: Job) -> EmailMessage:
-    """The exact message planned for this job (same headers, same body) from its stored row."""
-    msg = EmailMessage(policy=SMTP)
-    for name in _HEADER_ORDER:
-        if name in job.headers:
-            msg[name] = job.headers[name]
-    msg.set_content(job.body)
-    return msg
 
 
 @dataclass
@@ -84,6 +61,7 @@ class Sender:
         lease: dt.timedelta = dt.timedelta(minutes=10),
         batch: int = 200,
         after_data: Callable[[Job], None] | None = None,
+        flush_every: int = 50,
     ) -> None:
         self.conn = conn
         self.key = key
@@ -94,8 +72,11 @@ class Sender:
         self.lease = lease
         self.batch = batch
         self.after_data = after_data  # a test seam: called after the server accepted DATA
+        self.flush_every = flush_every
         self._mailboxes: dict[int, MailboxConfig] = {}
         self._smtp: dict[int, smtplib.SMTP] = {}
+        self._stopped: dict[int, bool] = {}
+        self._accepted: list[int] = []  # accepted by the server, not yet marked sent
 
     def mailbox(self, mailbox_id: int) -> MailboxConfig:
         if mailbox_id not in self._mailboxes:
@@ -163,8 +144,17 @@ class Sender:
             )
             if not jobs:
                 return result
-            for job in jobs:
-                self._send(job, result)
+            self._stopped.clear()  # re-read each mailbox's status once per batch
+            try:
+                for job in jobs:
+                    self._send(job, result)
+            finally:
+                self._flush()
+
+    def _flush(self) -> None:
+        if self._accepted:
+            queue.mark_sent_many(self.conn, self.workspace_id, self._accepted, self.clock())
+            self._accepted = []
 
     def run_once(self) -> SendResult:
         result = self.settle()
@@ -191,7 +181,11 @@ class Sender:
             queue.mark_outcome(self.conn, ws, job, "failed", None, "the lead left the sequence")
             result.skipped += 1
             return
-        if guardrails.mailbox_stopped(self.conn, ws, job.mailbox_id):
+        if job.mailbox_id not in self._stopped:
+            self._stopped[job.mailbox_id] = guardrails.mailbox_stopped(
+                self.conn, ws, job.mailbox_id
+            )
+        if self._stopped[job.mailbox_id]:
             queue.mark_outcome(
                 self.conn, ws, job, "retry", None, "mailbox stopped", now + dt.timedelta(hours=1)
             )
@@ -208,9 +202,8 @@ class Sender:
             return
         if config.spec.sent_copy == "append":
             queue.mark_data(self.conn, ws, job.id, now)
-        msg = rebuild(job)
         try:
-            refused = smtp.send_message(msg, config.spec.from_address, [job.recipient])
+            refused = smtp.sendmail(config.spec.from_address, [job.recipient], job.raw)
         except smtplib.SMTPRecipientsRefused as exc:
             code = next(iter(exc.recipients.values()))[0]
             self._refused(job, code, "recipient refused", result)
@@ -234,16 +227,19 @@ class Sender:
             return
         if self.after_data is not None:
             self.after_data(job)
-        queue.mark_sent(self.conn, ws, job.id, self.clock())
+        self._accepted.append(job.id)
         result.sent += 1
         if config.spec.sent_copy == "append":
-            self._append_sent(config, msg)
+            self._flush()  # keep the window where a crash leaves it 'uncertain' small
+            self._append_sent(config, job.raw)
+        elif len(self._accepted) >= self.flush_every:
+            self._flush()
 
-    def _append_sent(self, config: MailboxConfig, msg: EmailMessage) -> None:
+    def _append_sent(self, config: MailboxConfig, raw: bytes) -> None:
         try:
             client = self.imap_factory(config)
             try:
-                client.append(config.sent_folder, msg.as_bytes(), flags=[imapclient.SEEN])
+                client.append(config.sent_folder, raw, flags=[imapclient.SEEN])
             finally:
                 client.logout()
         except (MailboxCheckFailed, IMAPClientError, OSError):
@@ -256,7 +252,9 @@ class Sender:
             )
             result.bounced += 1
             unsubscribe.suppress(self.conn, self.workspace_id, job.email_bidx, "hard_bounce")
-            guardrails.enforce_bounce_rate(self.conn, self.workspace_id, job.mailbox_id)
+            self._flush()  # the rate counts what was sent so far
+            if guardrails.enforce_bounce_rate(self.conn, self.workspace_id, job.mailbox_id):
+                self._stopped[job.mailbox_id] = True
         else:
             self._retry(job, code, f"{what} ({code})", result)
 
