@@ -3,11 +3,13 @@ provider: stage runs, validation and its one retry, faults, prices, budget, temp
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 from decimal import Decimal
 
 import pytest
-from paitho_tenant import inventory, stage_runs
+from paitho_tenant import export, inventory, stage_runs
 from paitho_tenant.ai import review, runs, templates
 from paitho_tenant.ai.errors import (
     BudgetExceeded,
@@ -245,3 +247,20 @@ def test_ai_tables_are_in_the_inventory_and_hold_only_ciphertext(ai_world: AIWor
         assert inventory.ciphertext_violations(conn) == []
         for table in ("ai_drafts", "ai_qualifications", "ai_prompt_templates", "ai_run_meta"):
             assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() != (0,), table
+
+
+def test_export_includes_the_ai_tables_decrypted(ai_world: AIWorld) -> None:
+    """`export` (the customer's copy of everything) carries drafts and qualifications
+    decrypted, and AI run metadata without any prompt or response."""
+    w = ai_world
+    w.service.qualify(w.workspace_id, w.lead_ids[0], w.brand_id, w.key_ids["openai"], "m")
+    draft = review.draft_for_lead(w.service, w.workspace_id, _campaign(w), w.lead_ids[1])
+    with w.conn() as conn:
+        data = b"".join(export.stream_zip(conn, w.key))
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        drafts = json.loads(zf.read("ai_drafts.json"))
+        quals = json.loads(zf.read("ai_qualifications.json"))
+        meta = json.loads(zf.read("ai_run_meta.json"))
+    assert drafts[0]["subject"] == draft["subject"] and drafts[0]["body"] == draft["body"]
+    assert quals[0]["reason"] == "Fits the profile."
+    assert {m["status"] for m in meta} == {"ok"} and "prompt" not in meta[0]
