@@ -136,8 +136,9 @@ def _audit(
     lead_id: int,
 ) -> tuple[bool, list[str], int]:
     """Run the audit stage and the rules; (passed, reasons, audit run id)."""
-    with ctx.connect() as conn:
-        template = templates.current(conn, ctx.key, ctx.workspace_id, campaign.brand_id, "audit")
+    with ctx.connect() as conn, workspace_tx(conn, ctx.workspace_id):
+        template = templates.current_in_scope(conn, ctx.key, campaign.brand_id, "audit")
+        price = runs.preflight_in_scope(conn, ctx.clock(), ctx.provider_kind, ctx.model)
     prompt = render(
         template,
         {
@@ -148,7 +149,7 @@ def _audit(
         },
     )
     result = run_stage(
-        ctx, "audit", prompt, template.version, lambda t: parse(AuditVerdict, t), lead_id
+        ctx, "audit", prompt, template.version, lambda t: parse(AuditVerdict, t), lead_id, price
     )
     reasons = list(result.value.reasons) if result.value.verdict == "fail" else []
     if result.value.verdict == "fail" and not reasons:

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import psycopg
 
 from paitho_tenant import keychain
-from paitho_tenant.ai import templates
+from paitho_tenant.ai import runs, templates
 from paitho_tenant.ai.errors import NoProviderKey
 from paitho_tenant.ai.providers import KINDS, ProviderRegistry
 from paitho_tenant.ai.runs import Connect, StageContext, run_stage
@@ -126,17 +126,25 @@ class AIService:
     def qualify(
         self, workspace_id: int, lead_id: int, brand_id: int, key_id: int, model: str
     ) -> dict[str, Any]:
-        ctx = self.context(workspace_id, key_id, model)
-        with self.connect() as conn:
-            facts = load_lead_facts(conn, ctx.key, workspace_id, lead_id)
-            brand = load_brand(conn, ctx.key, workspace_id, brand_id)
-            template = templates.current(conn, ctx.key, workspace_id, brand_id, "qualify")
+        key = self.data_key()
+        with self.connect() as conn, workspace_tx(conn, workspace_id):
+            facts = lead_facts_in_scope(conn, key, lead_id)
+            brand = brand_in_scope(conn, key, brand_id)
+            template = templates.current_in_scope(conn, key, brand_id, "qualify")
+            ctx = self.context(workspace_id, key_id, model, conn)
+            price = runs.preflight_in_scope(conn, self.clock(), ctx.provider_kind, ctx.model)
         prompt = render(
             template,
             {"brand": brand["name"], "icp": brand["icp"] or "", "lead_facts": facts_block(facts)},
         )
         result = run_stage(
-            ctx, "qualify", prompt, template.version, lambda t: parse(Qualification, t), lead_id
+            ctx,
+            "qualify",
+            prompt,
+            template.version,
+            lambda t: parse(Qualification, t),
+            lead_id,
+            price,
         )
         answer = result.value
         with self.connect() as conn, workspace_tx(conn, workspace_id):
