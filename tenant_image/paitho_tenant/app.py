@@ -27,6 +27,7 @@ from paitho_tenant import websec
 from paitho_tenant.accounts import SessionStore
 from paitho_tenant.db import app_conninfo
 from paitho_tenant.errors import TenantError
+from paitho_tenant.licence import READ_ONLY_WRITES, LicenceCheck
 from paitho_tenant.vault import UnlockThrottle, Vault
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,10 @@ class Settings:
     origin: str | None = None
     unlock_file: Path | None = None
     pool_max: int = 8
+    # The control plane's licence token file and its trusted Ed25519 public keys (key id, raw
+    # 32 bytes). No keys: the licence check is off (self-hosted).
+    licence_file: Path | None = None
+    licence_keys: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass
@@ -51,6 +56,7 @@ class Components:
     throttle: UnlockThrottle = field(default_factory=UnlockThrottle)
     sessions: SessionStore = field(default_factory=SessionStore)
     unlock_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    licence: LicenceCheck = field(default_factory=lambda: LicenceCheck("tenant", None, {}))
 
 
 class SecurityMiddleware:
@@ -83,6 +89,23 @@ class SecurityMiddleware:
                     headers.append((b"strict-transport-security", websec.HSTS.encode()))
             await send(message)
 
+        if (
+            verdict != "refuse"
+            and request.method in websec.MUTATING
+            and not websec.is_form_path(request.url.path)
+            and not request.url.path.startswith(READ_ONLY_WRITES)
+            and _read_only(scope)
+        ):
+            response = JSONResponse(
+                {
+                    "error": "licence_read_only",
+                    "message": "the licence is not current: this tenant is read-only "
+                    "(export and data-subject requests still work)",
+                },
+                status_code=402,
+            )
+            await response(scope, receive, send_with_headers)
+            return
         if verdict == "refuse":
             response = JSONResponse(
                 {
@@ -122,6 +145,12 @@ class SecurityMiddleware:
                 await response(scope, receive, send_with_headers)
 
 
+def _read_only(scope: Scope) -> bool:
+    app = scope.get("app")
+    components = getattr(getattr(app, "state", None), "components", None)
+    return isinstance(components, Components) and components.licence.status().read_only
+
+
 async def tenant_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, TenantError)
     headers = {"Retry-After": "60"} if exc.status == 429 else None
@@ -146,6 +175,9 @@ def create_app(settings: Settings) -> Starlette:
         reconnect_timeout=3600,
     )
     components = Components(settings, pool)
+    components.licence = LicenceCheck(
+        settings.slug, settings.licence_file, dict(settings.licence_keys)
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

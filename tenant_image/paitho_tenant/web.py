@@ -58,6 +58,8 @@ from paitho_tenant.errors import (
     Unauthorized,
     WrongPassphrase,
 )
+from paitho_tenant.ui.base import TEMPLATES
+from paitho_tenant.ui.routes import routes as ui_routes
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -199,17 +201,39 @@ async def index(request: Request) -> Response:
         return RedirectResponse("/setup", status_code=303)
     if current == "sealed":
         return RedirectResponse("/unlock", status_code=303)
-    return HTMLResponse(pages.status_page(current))
+    return RedirectResponse("/app", status_code=303)
+
+
+def _form_token(request: Request) -> str:
+    """The double-submit token of this visitor's pre-login forms (reused while it lasts)."""
+    current = request.cookies.get(websec.CSRF_COOKIE)
+    return current if current and len(current) >= 32 else secrets.token_urlsafe(32)
+
+
+def _public(request: Request, template: str, status: int = 200, **values: Any) -> Response:
+    token = _form_token(request)
+    html = TEMPLATES.get_template(template).render(csrf=token, **values)
+    return _csrf_page(request, html, token, status)
 
 
 async def setup_form(request: Request) -> Response:
-    token = secrets.token_urlsafe(32)
-    return _csrf_page(request, pages.setup_page(token), token)
+    c = _c(request)
+    if await _db(c, c.vault.state) != "uninitialized":
+        return RedirectResponse("/", status_code=303)
+    return _public(request, "setup.html")
 
 
 async def unlock_form(request: Request) -> Response:
-    token = secrets.token_urlsafe(32)
-    return _csrf_page(request, pages.unlock_page(token), token)
+    if _c(request).vault.unsealed:
+        return RedirectResponse("/", status_code=303)
+    return _public(request, "unlock.html", message="")
+
+
+async def login_form(request: Request) -> Response:
+    c = _c(request)
+    if not c.vault.unsealed:
+        return RedirectResponse("/", status_code=303)
+    return _public(request, "login.html", message="")
 
 
 def _do_setup(
@@ -245,8 +269,8 @@ async def setup(request: Request) -> Response:
     log.info("tenant set up")
     if request.scope["state"].get("csrf_form"):
         if generated:
-            return HTMLResponse(pages.passphrase_page(generated), status_code=201)
-        return RedirectResponse("/", status_code=303)
+            return _public(request, "passphrase.html", 201, passphrase=generated)
+        return RedirectResponse("/login", status_code=303)
     return _json({"passphrase": generated} if generated else {"state": "unsealed"}, 201)
 
 
@@ -274,12 +298,28 @@ async def unlock(request: Request) -> Response:
         await _unlock(c, passphrase)
     except WrongPassphrase:
         if form:
-            token = secrets.token_urlsafe(32)
-            return _csrf_page(request, pages.unlock_page(token, "Wrong passphrase."), token, 401)
+            return _public(request, "unlock.html", 401, message="Wrong passphrase.")
         raise
     if form:
         return RedirectResponse("/", status_code=303)
     return Response(status_code=204)
+
+
+async def setup_confirm(request: Request) -> Response:
+    """The passphrase page's confirmation step: the owner types the passphrase back; it must
+    unwrap the data key (same throttle and audit as an unlock)."""
+    c = _c(request)
+    data = await _body(request)
+    try:
+        await _unlock(c, _str(data, "passphrase") or "")
+    except WrongPassphrase:
+        return _public(
+            request,
+            "passphrase_retry.html",
+            401,
+            message="That is not the passphrase. Check what you saved and type it again.",
+        )
+    return RedirectResponse("/login", status_code=303)
 
 
 async def unlock_from_file(c: Components, path: Path) -> None:
@@ -315,10 +355,18 @@ async def login(request: Request) -> Response:
         audit.record(conn, f"account:{account.id}", "auth.login")
         return account
 
-    account = await _db(c, check)
+    form = bool(request.scope["state"].get("csrf_form"))
+    try:
+        account = await _db(c, check)
+    except Unauthorized:
+        if form:
+            return _public(request, "login.html", 401, message="Wrong email or password.")
+        raise
     token = c.sessions.create(account)
     origin = _origin(request)
-    response = Response(status_code=204)
+    response: Response = (
+        RedirectResponse("/app", status_code=303) if form else Response(status_code=204)
+    )
     response.set_cookie(
         websec.session_cookie_name(origin),
         token,
@@ -333,8 +381,20 @@ async def login(request: Request) -> Response:
 async def logout(request: Request) -> Response:
     c = _c(request)
     name = websec.session_cookie_name(_origin(request))
-    c.sessions.drop(request.cookies.get(name))
-    response = Response(status_code=204)
+    token = request.cookies.get(name)
+    form = bool(request.scope["state"].get("csrf_form"))
+    if form:
+        # The app's pages post the session's own token (websec.py).
+        session = c.sessions.get(token)
+        sent = (await request.form()).get("csrf_token")
+        if session is not None and not websec.form_token_ok(
+            session.csrf, sent if isinstance(sent, str) else None
+        ):
+            raise Forbidden("the form has expired: reload the page and try again")
+    c.sessions.drop(token)
+    response: Response = (
+        RedirectResponse("/login", status_code=303) if form else Response(status_code=204)
+    )
     response.delete_cookie(name, path="/")
     return response
 
@@ -653,6 +713,8 @@ def routes() -> list[Route]:
         Route("/setup", setup, methods=["POST"]),
         Route("/unlock", unlock_form, methods=["GET"]),
         Route("/unlock", unlock, methods=["POST"]),
+        Route("/setup/confirm", setup_confirm, methods=["POST"]),
+        Route("/login", login_form, methods=["GET"]),
         Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),
         Route("/seal", seal, methods=["POST"]),
@@ -673,4 +735,5 @@ def routes() -> list[Route]:
         Route("/trust", trust, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/.well-known/security.txt", security_txt, methods=["GET"]),
+        *ui_routes(),
     ]

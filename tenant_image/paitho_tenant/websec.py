@@ -2,9 +2,11 @@
 
 CSRF rule for every mutating request (POST, PUT, PATCH, DELETE):
   - the `Origin` header must equal the tenant's own origin, and
-  - a JSON/API client must send `X-Requested-With: XMLHttpRequest`; an HTML form (only the
-    setup and unlock pages post forms) must instead carry a `csrf_token` field equal to the
-    `csrf` cookie its page set (double submit). Anything else is refused with 403.
+  - a JSON/API client must send `X-Requested-With: XMLHttpRequest`; an HTML form (the setup,
+    unlock, login and logout pages, and every page of the web app under /app) must instead
+    carry a `csrf_token` field: before login equal to the `csrf` cookie its page set (double
+    submit), after login equal to the session's own token. The handler checks it (verdict
+    "form"). Anything else is refused with 403.
 Exempt: RFC 8058 one-click unsubscribe (`POST /u/{token}`), which mail providers send without
 an Origin; the unguessable token in the path is its authority and it needs no session.
 """
@@ -16,8 +18,9 @@ from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-FORM_PATHS = frozenset({"/setup", "/unlock"})
-FORM_TYPES = ("application/x-www-form-urlencoded",)
+FORM_PATHS = frozenset({"/setup", "/setup/confirm", "/unlock", "/login", "/logout"})
+APP_PREFIX = "/app"
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 CSRF_COOKIE = "csrf"
 CSRF_EXEMPT_PREFIXES = ("/u/",)
 
@@ -31,7 +34,12 @@ SECURITY_HEADERS: dict[str, str] = {
     "Referrer-Policy": "no-referrer",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
-    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), interest-cohort=()",
+    "Permissions-Policy": (
+        "accelerometer=(), autoplay=(), camera=(), display-capture=(), encrypted-media=(), "
+        "fullscreen=(), geolocation=(), gyroscope=(), hid=(), magnetometer=(), microphone=(), "
+        "midi=(), payment=(), picture-in-picture=(), publickey-credentials-get=(), "
+        "screen-wake-lock=(), serial=(), usb=(), xr-spatial-tracking=(), interest-cohort=()"
+    ),
     "Cache-Control": "no-store",
 }
 HSTS = "max-age=31536000; includeSubDomains"
@@ -64,9 +72,13 @@ def csrf_verdict(method: str, path: str, headers: Mapping[str, str], origin: str
     if headers.get("x-requested-with", "") == "XMLHttpRequest":
         return "ok"
     content_type = headers.get("content-type", "").split(";")[0].strip().lower()
-    if path in FORM_PATHS and content_type in FORM_TYPES:
+    if content_type in FORM_TYPES and is_form_path(path):
         return "form"
     return "refuse"
+
+
+def is_form_path(path: str) -> bool:
+    return path in FORM_PATHS or path == APP_PREFIX or path.startswith(APP_PREFIX + "/")
 
 
 def form_token_ok(cookie_value: str | None, form_value: str | None) -> bool:
