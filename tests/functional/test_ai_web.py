@@ -147,3 +147,16 @@ def test_enrichment_over_http_is_off_until_opted_in(live: tuple[Live, FakeApollo
     assert done.status_code == 200 and "title" in done.json()["fields"]
     assert [r.api_key for r in apollo.requests] == ["apollo-key-12345678"]
     assert c.get("/api/ai/enrichment").json()["enabled"] is True
+
+
+def test_sealing_drops_the_provider_clients(live: tuple[Live, FakeApollo]) -> None:
+    """After POST /seal the AI routes answer 423 and no SDK client (holding a key) is kept."""
+    lv = live[0]
+    c = lv.client
+    body = {"lead_id": lv.leads[0], "brand_id": lv.brand, "key_id": lv.keys["anthropic"]}
+    assert c.post("/api/ai/qualify", json={**body, "model": "c"}).status_code == 201
+    registry = lv.app.state.ai.registry
+    assert registry._adapters  # a client for the anthropic key exists while unsealed
+    assert c.post("/seal", json={}).status_code == 204
+    assert c.get("/api/ai/runs").status_code == 423
+    assert registry._adapters == {}

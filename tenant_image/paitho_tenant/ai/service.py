@@ -31,7 +31,7 @@ from paitho_tenant.ai.stages import (
 )
 from paitho_tenant.crypto import COLUMN_OPTIONS, DataKey
 from paitho_tenant.db import workspace_tx
-from paitho_tenant.errors import BadRequest, NotFound
+from paitho_tenant.errors import BadRequest, NotFound, Sealed
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,11 @@ class AIService:
     ) -> StageContext:
         """A stage context for one call with one keychain key (the tenant must be unsealed).
         With `conn`, the caller's transaction already has this workspace's scope."""
-        key = self.data_key()
+        try:
+            key = self.data_key()
+        except Sealed:
+            self.registry.clear()  # sealed: drop every client holding a plaintext key
+            raise
         if not model.strip():
             raise BadRequest("a model name is required")
         query = (

@@ -53,6 +53,10 @@ def _service(request: Request) -> AIService:
 
 def _actor(request: Request) -> str:
     c = request.app.state.components
+    if not c.vault.unsealed:
+        ai = getattr(request.app.state, "ai", None)
+        if ai is not None:
+            ai.registry.clear()  # the SDK clients hold plaintext keys: not while sealed
     c.vault.key()  # Sealed (423) before anything else
     origin = str(request.scope.get("state", {}).get("own_origin", ""))
     session = c.sessions.get(request.cookies.get(websec.session_cookie_name(origin)))
