@@ -47,6 +47,7 @@ from chalicelib.launchers import pgcluster
 from tests.functional.outbound_servers import Cert, Dovecot, make_cert
 
 MESSAGES = 10_000
+ROUNDS = 4
 USER, PASSWORD = "sales@acme.test", "bench-password-1"
 ORIGIN = "https://acme.paitho.test"
 NOW = dt.datetime(2027, 6, 8, 10, 0, tzinfo=dt.UTC)
@@ -169,19 +170,24 @@ def _run(admin: str, cert: Cert, dovecot: Dovecot, smtp_port: int) -> None:
     with workspace_tx(conn, ws):
         conn.execute("UPDATE outbound_messages SET state = 'queued', attempts = 0")
 
-    client = smtp(store.load_mailbox(conn, key, ws, mailbox_id))
-    started = time.perf_counter()
-    for raw, rcpt in built:
-        client.sendmail(USER, [rcpt], raw)
-    t_smtplib = time.perf_counter() - started
-    client.quit()
-
-    sender = Sender(conn, key, ws, smtp, imap, clock=lambda: NOW, batch=500)
-    started = time.perf_counter()
-    sent = sender.send_ready()
-    t_engine = time.perf_counter() - started
-    sender.close()
-    assert sent.sent == MESSAGES, sent
+    # Interleaved rounds, so both sides see the same machine load (2 shared cores).
+    config = store.load_mailbox(conn, key, ws, mailbox_id)
+    sender = Sender(conn, key, ws, smtp, imap, clock=lambda: NOW, batch=500, flush_every=250)
+    chunk = MESSAGES // ROUNDS
+    t_smtplib = t_engine = 0.0
+    engine_sent = 0
+    for r in range(ROUNDS):
+        started = time.perf_counter()
+        client = smtp(config)
+        for raw, rcpt in built[r * chunk : (r + 1) * chunk]:
+            client.sendmail(USER, [rcpt], raw)
+        client.quit()
+        t_smtplib += time.perf_counter() - started
+        started = time.perf_counter()
+        engine_sent += sender.send_ready(limit=chunk).sent
+        sender.close()
+        t_engine += time.perf_counter() - started
+    assert engine_sent == MESSAGES, engine_sent
 
     record("plan_msgs_per_s", MESSAGES / t_plan, "msgs/s")
     record("send_msgs_per_s", MESSAGES / t_engine, "msgs/s", t_smtplib / t_engine)

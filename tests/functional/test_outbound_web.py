@@ -115,8 +115,10 @@ def _queued_send(client: TestClient, world: MailWorld) -> tuple[Any, int, str]:
         store.set_campaign_status(conn, ws, campaign, "active")
         queue.plan(conn, key, ws, dt.datetime.now(dt.UTC), ORIGIN)
         with workspace_tx(conn, ws):
-            send_id = int(conn.execute("SELECT id FROM outbound_messages").fetchone()[0])
-    return components, UnsubscribeSigner(key).sign(ws, send_id), "ann@prospect.test"
+            enrollment = int(
+                conn.execute("SELECT enrollment_id FROM outbound_messages").fetchone()[0]
+            )
+    return components, UnsubscribeSigner(key).sign(ws, enrollment), "ann@prospect.test"
 
 
 def _suppressed(components: Any, address: str) -> bool:

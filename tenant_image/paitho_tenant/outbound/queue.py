@@ -22,7 +22,6 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from paitho_tenant import messages
 from paitho_tenant.crypto import COLUMN_OPTIONS, DataKey
 from paitho_tenant.db import workspace_tx
 from paitho_tenant.outbound import compose, schedule, templating
@@ -30,6 +29,18 @@ from paitho_tenant.outbound.errors import TemplateError
 from paitho_tenant.outbound.tokens import UnsubscribeSigner, new_token
 
 IN_FLIGHT = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)  # due_at of a lead whose step is queued
+_ENQUEUE = (
+    "WITH m AS (INSERT INTO messages (lead_id, direction, headers, body) VALUES (%(lead)s,"
+    " 'sent', pgp_sym_encrypt(%(h)s, %(k)s, '" + COLUMN_OPTIONS + "'),"
+    " pgp_sym_encrypt(%(b)s, %(k)s, '" + COLUMN_OPTIONS + "')) RETURNING id),"
+    " o AS (INSERT INTO outbound_messages (enrollment_id, position, variant_id, mailbox_id,"
+    " token, not_before, queued_on, message_row, raw) SELECT %(e)s, %(pos)s, %(v)s, %(mb)s,"
+    " %(tok)s, %(now)s, %(day)s, m.id,"
+    " pgp_sym_encrypt_bytea(%(raw)s, %(k)s, '" + COLUMN_OPTIONS + "') FROM m RETURNING id)"
+    " UPDATE enrollments SET mailbox_id = %(mb)s, next_position = next_position + 1,"
+    " thread_tokens = thread_tokens || %(tok)s::text, thread_root = coalesce(thread_root,"
+    " %(tok)s), due_at = %(inflight)s WHERE id = %(e)s"
+)
 MAX_ATTEMPTS = 8
 
 
@@ -131,7 +142,7 @@ def plan(
         )
         cur = conn.cursor(row_factory=dict_row)
         due = cur.execute(
-            "SELECT e.id, e.campaign_id, e.mailbox_id, e.timezone, e.next_position,"
+            "SELECT e.id, e.lead_id, e.campaign_id, e.mailbox_id, e.timezone, e.next_position,"
             " e.thread_tokens, l.email_bidx, pgp_sym_decrypt(l.email, %(k)s) AS email,"
             " pgp_sym_decrypt(l.profile, %(k)s) AS profile,"
             " EXISTS (SELECT 1 FROM suppression s WHERE s.email_bidx = l.email_bidx) AS suppressed"
@@ -220,20 +231,6 @@ def _plan_one(
         result.blocked += 1
         return
     token = new_token()
-    row = conn.execute(
-        "INSERT INTO outbound_messages (enrollment_id, position, variant_id, mailbox_id, token,"
-        " not_before, queued_on) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
-        (
-            e["id"],
-            e["next_position"],
-            variant["variant_id"],
-            mailbox_id,
-            token,
-            now,
-            schedule.utc_day(now),
-        ),
-    ).fetchone()
-    assert row is not None
     draft = compose.Draft(
         from_address=senders[mailbox_id],
         from_name=camp["from_name"],
@@ -242,27 +239,30 @@ def _plan_one(
         body=body,
         token=token,
         thread_tokens=tuple(e["thread_tokens"]),
-        unsubscribe_url=f"{origin.rstrip('/')}/u/{signer.sign(camp['workspace_id'], row[0])}",
+        unsubscribe_url=f"{origin.rstrip('/')}/u/{signer.sign(camp['workspace_id'], e['id'])}",
         postal_address=camp["postal"],
     )
     msg = compose.build(draft, now)
     headers = compose.stored_headers(msg)
     headers["List-Unsubscribe"] = str(msg["List-Unsubscribe"])
     headers["List-Unsubscribe-Post"] = str(msg["List-Unsubscribe-Post"])
-    message_row = messages.add(
-        conn, key, camp["workspace_id"], "sent", headers, msg.get_content(), None
-    )
-    conn.execute(
-        "UPDATE outbound_messages SET message_row = %s,"
-        " raw = pgp_sym_encrypt_bytea(%s, %s, '" + COLUMN_OPTIONS + "') WHERE id = %s",
-        (message_row, msg.as_bytes(), key.column_key, row[0]),
-    )
-    conn.execute(
-        "UPDATE enrollments SET mailbox_id = %s, next_position = next_position + 1,"
-        " thread_tokens = thread_tokens || %s::text, thread_root = coalesce(thread_root, %s),"
-        " due_at = %s WHERE id = %s",
-        (mailbox_id, token, token, IN_FLIGHT, e["id"]),
-    )
+    # One round trip: the readable copy in `messages`, the queue row with the exact bytes,
+    # and the lead's thread, all encrypted under the data key (a bind parameter).
+    conn.execute(_ENQUEUE, {
+        "lead": e["lead_id"],
+        "h": json.dumps(headers, ensure_ascii=False),
+        "b": msg.get_content(),
+        "k": key.column_key,
+        "e": e["id"],
+        "pos": e["next_position"],
+        "v": variant["variant_id"],
+        "mb": mailbox_id,
+        "tok": token,
+        "now": now,
+        "day": schedule.utc_day(now),
+        "raw": msg.as_bytes(),
+        "inflight": IN_FLIGHT,
+    })  # fmt: skip
     load = loads[mailbox_id]
     loads[mailbox_id] = schedule.MailboxLoad(load.id, load.sent_today + 1, load.cap)
     result.queued += 1

@@ -136,12 +136,16 @@ class Sender:
         return result
 
     # -- sending --------------------------------------------------------------------------------
-    def send_ready(self, result: SendResult | None = None) -> SendResult:
+    def send_ready(self, result: SendResult | None = None, limit: int | None = None) -> SendResult:
+        """Send what is ready (at most `limit` messages), batch by batch."""
         result = result or SendResult()
-        while True:
+        claimed = 0
+        while limit is None or claimed < limit:
+            size = self.batch if limit is None else min(self.batch, limit - claimed)
             jobs = queue.claim(
-                self.conn, self.key, self.workspace_id, self.clock(), self.lease, self.batch
+                self.conn, self.key, self.workspace_id, self.clock(), self.lease, size
             )
+            claimed += len(jobs)
             if not jobs:
                 return result
             self._stopped.clear()  # re-read each mailbox's status once per batch
@@ -150,6 +154,7 @@ class Sender:
                     self._send(job, result)
             finally:
                 self._flush()
+        return result
 
     def _flush(self) -> None:
         if self._accepted:

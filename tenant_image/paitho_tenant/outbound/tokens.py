@@ -2,7 +2,7 @@
 
 - Message-IDs are `<pto.{token}@{sender domain}>`: the token is 26 random base32 characters,
   stored in clear (it is not personal); replies, bounces and the Sent folder are matched on it.
-- Unsubscribe tokens are `base64url(workspace id ‖ send id ‖ HMAC-SHA256/128)` under a key
+- Unsubscribe tokens are `base64url(workspace id ‖ enrolment id ‖ HMAC-SHA256/128)` under a key
   derived from the data key: they carry no address and verify only while the tenant is unsealed.
 """
 
@@ -56,13 +56,13 @@ class UnsubscribeSigner:
     def __repr__(self) -> str:
         return "UnsubscribeSigner(<redacted>)"
 
-    def sign(self, workspace_id: int, send_id: int) -> str:
-        payload = _PAYLOAD.pack(workspace_id, send_id)
+    def sign(self, workspace_id: int, enrollment_id: int) -> str:
+        payload = _PAYLOAD.pack(workspace_id, enrollment_id)
         mac = hmac.new(self._mac_key, payload, hashlib.sha256).digest()[:_MAC_BYTES]
         return base64.urlsafe_b64encode(payload + mac).decode().rstrip("=")
 
     def verify(self, token: str) -> tuple[int, int]:
-        """(workspace id, send id) of a genuine token; TokenInvalid otherwise."""
+        """(workspace id, enrolment id) of a genuine token; TokenInvalid otherwise."""
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         except (ValueError, TypeError) as exc:
@@ -73,8 +73,8 @@ class UnsubscribeSigner:
         want = hmac.new(self._mac_key, payload, hashlib.sha256).digest()[:_MAC_BYTES]
         if not hmac.compare_digest(mac, want):
             raise TokenInvalid("this unsubscribe link is not valid")
-        workspace_id, send_id = _PAYLOAD.unpack(payload)
-        return int(workspace_id), int(send_id)
+        workspace_id, enrollment_id = _PAYLOAD.unpack(payload)
+        return int(workspace_id), int(enrollment_id)
 
 
 def well_formed(token: str) -> bool:

@@ -40,20 +40,19 @@ def suppress(
 
 
 def by_token(conn: psycopg.Connection[Any], key: DataKey, token: str) -> int:
-    """Apply an unsubscribe token; returns the send id it named. TokenInvalid if forged."""
-    workspace_id, send_id = UnsubscribeSigner(key).verify(token)
+    """Apply an unsubscribe token; returns the enrolment it named. TokenInvalid if forged."""
+    workspace_id, enrollment_id = UnsubscribeSigner(key).verify(token)
     with workspace_tx(conn, workspace_id):
         row = conn.execute(
-            "SELECT l.email_bidx FROM outbound_messages o"
-            " JOIN enrollments e ON e.id = o.enrollment_id JOIN leads l ON l.id = e.lead_id"
-            " WHERE o.id = %s",
-            (send_id,),
+            "SELECT l.email_bidx FROM enrollments e JOIN leads l ON l.id = e.lead_id"
+            " WHERE e.id = %s",
+            (enrollment_id,),
         ).fetchone()
     if row is None:
         raise TokenInvalid("this unsubscribe link no longer matches a message")
     suppress(conn, workspace_id, bytes(row[0]), "unsubscribe")
-    log.info("unsubscribe applied for send %s", send_id)
-    return send_id
+    log.info("unsubscribe applied for enrolment %s", enrollment_id)
+    return enrollment_id
 
 
 def by_address(
