@@ -156,7 +156,7 @@ def test_sealing_drops_the_provider_clients(live: tuple[Live, FakeApollo]) -> No
     body = {"lead_id": lv.leads[0], "brand_id": lv.brand, "key_id": lv.keys["anthropic"]}
     assert c.post("/api/ai/qualify", json={**body, "model": "c"}).status_code == 201
     registry = lv.app.state.ai.registry
-    assert registry._adapters  # a client for the anthropic key exists while unsealed
+    assert registry.client_count == 1  # the anthropic key's client, while unsealed
     assert c.post("/seal", json={}).status_code == 204
     assert c.get("/api/ai/runs").status_code == 423
-    assert registry._adapters == {}
+    assert registry.client_count == 0

@@ -482,6 +482,12 @@ class ProviderRegistry:
                 adapter = self._adapters.setdefault(ident, built)
         return Provider(adapter, limit, max_attempts=endpoint.max_attempts, sleep=self._sleep)
 
+    @property
+    def client_count(self) -> int:
+        """How many SDK clients (each holding a plaintext key) are alive."""
+        with self._lock:
+            return len(self._adapters)
+
     def forget(self, kind: str, key_id: int) -> None:
         """Drop the client of a key that was removed or rejected."""
         with self._lock:
