@@ -17,6 +17,7 @@ from paitho_tenant.ai.errors import (
     KeyRejected,
     MalformedResponse,
     ProviderTimeout,
+    ProviderUnavailable,
 )
 
 from tests.conftest import RunningCluster
@@ -127,26 +128,29 @@ def test_malformed_output_twice_is_a_recorded_failure_with_nothing_saved(
 
 
 @pytest.mark.parametrize(
-    ("fault", "error", "code"),
+    ("faults", "error", "code", "http_attempts"),
     [
-        ("401", KeyRejected, "provider_key_rejected"),
-        ("malformed", MalformedResponse, "provider_malformed_response"),
+        (["401"], KeyRejected, "provider_key_rejected", 1),
+        (["malformed"], MalformedResponse, "provider_malformed_response", 1),
+        (["500", "500", "500"], ProviderUnavailable, "provider_unavailable", 3),
     ],
 )
 def test_faults_leave_a_clear_failed_run_and_no_draft(
-    ai_world: AIWorld, fault: str, error: type[Exception], code: str
+    ai_world: AIWorld, faults: list[str], error: type[Exception], code: str, http_attempts: int
 ) -> None:
-    """A revoked key or a malformed body: the draft stage run says why; no draft is written."""
+    """A revoked key, a malformed body or 500s to the end: the draft stage run says why and
+    how many HTTP attempts it made; no draft and no audit run are written."""
     w = ai_world
     cid = _campaign(w, "anthropic")
-    if fault == "401":
+    if faults == ["401"]:
         w.fake.revoke(w.secrets["anthropic"])
     else:
-        w.fake.script([fault])
+        w.fake.script(faults)
     with pytest.raises(error):
         review.draft_for_lead(w.service, w.workspace_id, cid, w.lead_ids[0], 1)
     [row] = _meta(w)
     assert (row[2], row[3], row[7], row[9], row[10]) == ("failed", code, "draft", 0, 0)
+    assert row[5] == http_attempts
     assert "anthropic provider" in str(row[4])
     assert w.secrets["anthropic"] not in str(row[4])
     assert scoped(w, "SELECT count(*) FROM ai_drafts") == [(0,)]
