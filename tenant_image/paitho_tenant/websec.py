@@ -1,7 +1,9 @@
 """Web security decisions, as pure functions: own origin, CSRF, session cookie, headers.
 
 CSRF rule for every mutating request (POST, PUT, PATCH, DELETE):
-  - the `Origin` header must equal the tenant's own origin, and
+  - the `Origin` header must equal the tenant's own origin (for an HTML form from a browser,
+    which sends `Origin: null` under our no-referrer policy, `Sec-Fetch-Site: same-origin`
+    instead), and
   - a JSON/API client must send `X-Requested-With: XMLHttpRequest`; an HTML form (the setup,
     unlock, login and logout pages, and every page of the web app under /app) must instead
     carry a `csrf_token` field: before login equal to the `csrf` cookie its page set (double
@@ -67,12 +69,19 @@ def csrf_verdict(method: str, path: str, headers: Mapping[str, str], origin: str
     if method.upper() not in MUTATING or path.startswith(CSRF_EXEMPT_PREFIXES):
         return "ok"
     sent_origin = headers.get("origin", "").lower().rstrip("/")
-    if not sent_origin or sent_origin != origin:
-        return "refuse"
+    content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    is_form = content_type in FORM_TYPES and is_form_path(path)
+    if sent_origin != origin or not sent_origin:
+        # Under `Referrer-Policy: no-referrer` a browser sends `Origin: null` with its own
+        # form posts; for those (still token-checked) the browser's unforgeable
+        # `Sec-Fetch-Site: same-origin` stands in for the Origin.
+        same_site = headers.get("sec-fetch-site", "") == "same-origin"
+        if not (is_form and sent_origin in ("", "null") and same_site):
+            return "refuse"
+        return "form"
     if headers.get("x-requested-with", "") == "XMLHttpRequest":
         return "ok"
-    content_type = headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type in FORM_TYPES and is_form_path(path):
+    if is_form:
         return "form"
     return "refuse"
 

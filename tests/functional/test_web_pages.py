@@ -279,9 +279,9 @@ def test_leads_import_preview_progress_pages_and_search(tenant_cluster: RunningC
         assert "p0050@leadsco.io" in second and "p0000@leadsco.io" not in second
         prev_link = re.search(r'href="(/app/leads\?before=\d+)" rel="prev"', second)
         assert prev_link and "p0000@leadsco.io" in client.get(prev_link.group(1)).text
-        third = client.get(
-            re.search(r'href="(/app/leads\?after=\d+)" rel="next"', second).group(1)
-        ).text  # type: ignore[union-attr]
+        next_again = re.search(r'href="(/app/leads\?after=\d+)" rel="next"', second)
+        assert next_again
+        third = client.get(next_again.group(1)).text
         assert "p0119@leadsco.io" in third and 'rel="next"' not in third
         found = client.get("/app/leads", params={"email": "P0077@Leadsco.io"}).text
         assert "Lead found" in found and "p0077@leadsco.io" in found and "Co 77" in found

@@ -236,3 +236,57 @@ async def licence_page(ctx: Ctx) -> Response:
     lic = ctx.licence.licence
     expires = dt.datetime.fromtimestamp(lic.expires_at, dt.UTC) if lic else None
     return ctx.render("licence.html", "licence", lic=lic, expires=expires)
+
+
+# -- settings -------------------------------------------------------------------------------
+def _backup_facts() -> dict[str, str | None]:
+    """Where backups go, as the deployment configured it (shown without any credential)."""
+    import os
+    from urllib.parse import urlsplit
+
+    to = os.environ.get("PAITHO_BACKUP_TO")
+    where = None
+    if to:
+        parts = urlsplit(to)
+        where = f"{parts.scheme}://{parts.hostname or ''}{parts.path}"
+    recipient = os.environ.get("PAITHO_BACKUP_RECIPIENT")
+    return {"destination": where, "recipient": "configured" if recipient else None}
+
+
+async def settings_page(ctx: Ctx) -> Response:
+    from paitho_tenant.retention import STAGE_RUN_DAYS
+
+    return ctx.render(
+        "settings.html",
+        "settings",
+        backup=_backup_facts(),
+        stage_run_days=STAGE_RUN_DAYS,
+        generated=None,
+    )
+
+
+async def settings_post(ctx: Ctx) -> Response:
+    if not ctx.is_owner:
+        raise Forbidden("only the owner may change these settings")
+    action = ctx.form.get("action")
+    if action == "seal":
+        await ctx.db(audit.record, ctx.actor, "vault.sealed")
+        ctx.c.vault.seal()
+        ctx.c.sessions.clear()
+        return see_other("/unlock")
+    if action == "rotate":
+        current = ctx.form.get("current_passphrase", "")
+        new = ctx.form.get("new_passphrase") or None
+        generated = await ctx.db(ctx.c.vault.rotate, current, new, ctx.actor)
+        from paitho_tenant.retention import STAGE_RUN_DAYS
+
+        ctx.status = 200
+        return ctx.render(
+            "settings.html",
+            "settings",
+            backup=_backup_facts(),
+            stage_run_days=STAGE_RUN_DAYS,
+            generated=generated,
+            rotated=True,
+        )
+    raise BadRequest("unknown action")

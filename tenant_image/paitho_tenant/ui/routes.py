@@ -33,6 +33,7 @@ def routes() -> list[Route]:
         Route("/app/audit", page(core.audit_page), methods=["GET"]),
         Route("/app/export", page(core.export_page), methods=["GET"]),
         Route("/app/dsar", page(core.export_page, core.dsar_post), methods=["POST"]),
+        Route("/app/settings", page(core.settings_page, core.settings_post), methods=both),
         Route("/app/licence", page(core.licence_page), methods=["GET"]),
         Route("/app/leads", page(leads.leads_page), methods=["GET"]),
         Route("/app/leads/import", page(leads.import_page, leads.import_upload), methods=both),
