@@ -66,7 +66,7 @@ stamp=.venv/.paitho-bootstrap
 want="$(cat requirements.txt tenant_image/requirements.txt requirements-dev.txt pyproject.toml | sha256sum | cut -c1-16)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   log "installing Python packages into .venv"
-  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q 'pip>=24,<26.3' >/dev/null
   .venv/bin/python -m pip install -q -r requirements.txt -r tenant_image/requirements.txt -r requirements-dev.txt
   .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
   echo "$want" > "$stamp"

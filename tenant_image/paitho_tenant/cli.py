@@ -294,6 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--out", required=True)
     exp.add_argument("--passphrase-file")
     exp.set_defaults(func=cmd_export)
+    from paitho_tenant import backup_cli
+
+    backup_cli.register(sub)
+    for name in ("backup", "restore", "retention", "export-bundle"):
+        sub.choices[name].set_defaults(func=backup_cli.run)
     return parser
 
 

@@ -24,6 +24,8 @@ mail_app = typer.Typer(no_args_is_help=True, help="Read the local mail sink (mak
 app.add_typer(mail_app, name="mail")
 billing_app = typer.Typer(no_args_is_help=True, help="Billing operations.")
 app.add_typer(billing_app, name="billing")
+workflows_app = typer.Typer(no_args_is_help=True, help="The nightly workflows (backup, retention).")
+app.add_typer(workflows_app, name="workflows")
 console = Console()
 err = Console(stderr=True)
 
@@ -211,6 +213,38 @@ def mark_paid(slug: str) -> None:
     except PaithoError as exc:
         _fail(exc)
     console.print(f"{slug}: subscription {sub.state}")
+
+
+@workflows_app.command("run")
+def workflows_run(job: Annotated[str, typer.Argument(help="backup or retention")]) -> None:
+    """Run a workflow now, as the nightly schedule would, and show each tenant's outcome."""
+    from paitho_local.workflows import LocalWorkflows
+
+    if job not in ("backup", "retention"):
+        err.print("error: the workflow is 'backup' or 'retention'")
+        raise typer.Exit(2)
+    settings = compose.settings_for_cli()
+    workflows = LocalWorkflows(settings, compose.registry(settings))
+    try:
+        with console.status(f"running {job} over every tenant…"):
+            desc = workflows.run(job)
+    except PaithoError as exc:
+        _fail(exc)
+    table = Table("tenant", "job", "outcome", "size", "sha256", "reason")
+    for record in compose.registry(settings).list():
+        for entry in workflows.ledger.list(record.slug, limit=1):
+            table.add_row(
+                entry.tenant,
+                entry.job,
+                entry.outcome,
+                str(entry.size or ""),
+                (entry.sha256 or "")[:16],
+                entry.reason or entry.error or "",
+            )
+    console.print(table)
+    console.print(f"execution {desc['status']}")
+    if desc["status"] != "SUCCEEDED":
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -33,6 +33,8 @@ def settings_for_cli(home: Path | None = None) -> Settings:
         for key, value in LOCAL_CREDENTIALS.items():
             os.environ.setdefault(key, value)
         os.environ["AWS_ENDPOINT_URL"] = info["aws_endpoint_url"]
+        # child processes (tenant jobs reporting to Step Functions) need a region too
+        os.environ.setdefault("AWS_DEFAULT_REGION", settings.aws_region)
         settings = from_env(home=settings.home)
     return settings
 

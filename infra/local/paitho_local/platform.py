@@ -30,6 +30,7 @@ from paitho_local import compose, edge
 from paitho_local.awsendpoint import LocalAws
 from paitho_local.controlplane import ControlPlaneServer, load_app_module
 from paitho_local.supervisor import Supervisor, UnitSpec
+from paitho_local.workflows import LocalWorkflows, nightly
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,9 @@ class Platform:
         for key, value in compose.LOCAL_CREDENTIALS.items():
             os.environ.setdefault(key, value)
         os.environ["AWS_ENDPOINT_URL"] = aws.endpoint
+        os.environ["MOTO_PORT"] = aws.endpoint.rsplit(":", 1)[1]  # moto's ASL interpreter
+        os.environ.setdefault("AWS_DEFAULT_REGION", s.aws_region)
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's request log
         settings = compose.settings_for_cli(s.home)
         settings = type(settings)(
             **{**settings.__dict__, "edge_port": s.edge_port, "edge_host": s.edge_host}
@@ -162,6 +166,21 @@ class Platform:
 
         threading.Thread(target=refill, name="spares", daemon=True).start()
         extras.append(refill_stop.set)
+        local_workflows = LocalWorkflows(settings, registry)
+        local_workflows.install()
+        nightly_stop = threading.Event()
+        threading.Thread(
+            target=nightly,
+            args=(
+                local_workflows,
+                int(settings.extra.get("PAITHO_NIGHTLY_HOUR", "2")),
+                nightly_stop,
+                self.say,
+            ),
+            name="nightly",
+            daemon=True,
+        ).start()
+        extras.append(nightly_stop.set)
         for record in tenants.reconcile_all():
             note = f" ({record.last_error})" if record.state == "failed" else ""
             self.say(f"tenant {record.slug}: {record.state}{note}")
