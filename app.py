@@ -40,3 +40,22 @@ def tenant_lifecycle(event: dict[str, object], context: object) -> dict[str, obj
     from chalicelib.settings import from_env
 
     return tenant_ops.handle(factory.build_aws_tenant_service(from_env()), event)
+
+
+@app.lambda_function(name="dispatch_tenant_jobs")
+def dispatch_tenant_jobs(event: dict[str, object], context: object) -> dict[str, object]:
+    """The jobs queue's consumer: start each tenant's backup/retention job (SQS batch)."""
+    import os
+
+    from chalicelib import backups, factory
+    from chalicelib.settings import from_env
+
+    settings = from_env()
+    runner = backups.ecs_runner_from_env(factory.aws_client(settings, "ecs"), os.environ)
+    records = event.get("Records")
+    failed = backups.dispatch_jobs(
+        records if isinstance(records, list) else [],
+        runner,
+        factory.aws_client(settings, "stepfunctions"),
+    )
+    return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failed]}
