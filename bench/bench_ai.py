@@ -27,9 +27,12 @@ import tempfile
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from paitho_tenant import migrate
+import psycopg
+from paitho_tenant import keychain, leads, migrate, workspaces
 from paitho_tenant.ai import review
 from paitho_tenant.ai.providers import ProviderRegistry
 from paitho_tenant.ai.service import AIService
@@ -39,13 +42,37 @@ from psycopg_pool import ConnectionPool
 
 from bench.common import record
 from chalicelib.launchers import pgcluster
-from tests.functional.test_ai_support import seed
 
 LEADS = 1000
 CONCURRENCY = 16
 LATENCY = 0.100
 EVERY_NTH_429 = 10
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class _Row:
+    row_number: int
+    email: str
+    fields: dict[str, str]
+
+
+def _seed(conn: psycopg.Connection[Any], key: DataKey) -> tuple[int, int, list[int], int]:
+    """One workspace, a brand, LEADS leads and an OpenAI key in the keychain."""
+    ws = int(workspaces.create(conn, "default", "eu")["id"])
+    brand = workspaces.create_brand(
+        conn, key, ws, "Initech", "Peter at Initech", "plain, warm, brief", "Ops leaders"
+    )
+    rows = [
+        _Row(i + 2, f"lead{i}@example.test", {"first_name": f"Ada{i}", "company": f"Globex {i}"})
+        for i in range(LEADS)
+    ]
+    leads.import_rows(conn, key, ws, rows)
+    with conn.transaction():
+        conn.execute("SELECT set_config('paitho.workspace_id', %s, true)", (str(ws),))
+        lead_ids = [int(r[0]) for r in conn.execute("SELECT id FROM leads ORDER BY id")]
+    key_id = int(keychain.add(conn, key, ws, "openai", "bench", "sk-bench-0123456789")["id"])
+    return ws, brand, lead_ids, key_id
 
 
 def _free_port() -> int:
@@ -113,7 +140,7 @@ def main() -> None:
         pool.open(wait=True)
         key = DataKey.generate()
         with pool.connection() as conn:
-            ws, brand, leads, keys, _ = seed(conn, key, LEADS)
+            ws, brand, lead_ids, key_id = _seed(conn, key)
         registry = ProviderRegistry(
             {"openai": f"http://127.0.0.1:{port}/v1"},
             timeout=10.0,
@@ -130,17 +157,17 @@ def main() -> None:
                 campaign_id=1,
                 brand_id=brand,
                 mode="review",
-                key_id=keys["openai"],
+                key_id=key_id,
                 model="gpt-bench",
                 opt_out_line="Reply STOP to opt out.",
             )
-        review.draft_stage(service, ws, 1, leads[0])  # warm the client and the caches
+        review.draft_stage(service, ws, 1, lead_ids[0])  # warm the client and the caches
         before = _stats(port)
         cpu0 = time.process_time()
         started = time.perf_counter()
         with ThreadPoolExecutor(CONCURRENCY) as pool_exec:
             results = list(
-                pool_exec.map(lambda lead: review.draft_stage(service, ws, 1, lead), leads)
+                pool_exec.map(lambda lead: review.draft_stage(service, ws, 1, lead), lead_ids)
             )
         elapsed = time.perf_counter() - started
         cpu = time.process_time() - cpu0
