@@ -194,10 +194,12 @@ def parse(answer: type[A], text: str) -> A:
 def parse_draft(text: str, facts: Mapping[str, str]) -> Draft:
     """A draft that only cites fields the lead record has."""
     draft = parse(Draft, text)
-    unknown = sorted(set(draft.facts_used) - set(facts))
+    unknown = set(draft.facts_used) - set(facts)
     if unknown:
+        # The names are the model's text: count them, never store them in a plaintext reason.
         raise InvalidOutput(
-            "facts_used names fields the lead record does not have: " + ", ".join(unknown[:5])
+            f"facts_used names {len(unknown)} field(s) the lead record does not have; use "
+            "only the field names listed between <lead> and </lead>"
         )
     return draft
 
