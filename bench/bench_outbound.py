@@ -172,7 +172,10 @@ def _run(admin: str, cert: Cert, dovecot: Dovecot, smtp_port: int) -> None:
 
     # Interleaved rounds, so both sides see the same machine load (2 shared cores).
     config = store.load_mailbox(conn, key, ws, mailbox_id)
-    sender = Sender(conn, key, ws, smtp, imap, clock=lambda: NOW, batch=500, flush_every=250)
+    probe = psycopg.connect(app_conninfo(admin), autocommit=True)
+    sender = Sender(
+        conn, key, ws, smtp, imap, clock=lambda: NOW, batch=500, flush_every=250, probe_conn=probe
+    )
     chunk = MESSAGES // ROUNDS
     t_smtplib = t_engine = 0.0
     engine_sent = 0

@@ -64,12 +64,17 @@ class OutboundEngine:
             key = self.vault.key()
         except Sealed:
             return
-        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+        with (
+            psycopg.connect(self.conninfo, autocommit=True) as conn,
+            psycopg.connect(self.conninfo, autocommit=True) as probe,
+        ):
             unsubscribe.apply_pending(conn, key)
             for ws in workspaces.list_all(conn):
                 workspace_id = int(ws["id"])
                 queue.plan(conn, key, workspace_id, self.clock(), self.origin, self.caps)
-                Sender(conn, key, workspace_id, self._smtp, self._imap, self.clock).run_once()
+                Sender(
+                    conn, key, workspace_id, self._smtp, self._imap, self.clock, probe_conn=probe
+                ).run_once()
                 for mailbox_id in store.mailbox_ids(conn, workspace_id):
                     try:
                         Receiver(

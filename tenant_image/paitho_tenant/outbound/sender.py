@@ -6,8 +6,9 @@
    our test server), or when DATA had not started; otherwise 'uncertain' and never resent.
 2. Claim a batch (`FOR UPDATE SKIP LOCKED`, state 'sending' with a lease) — the row and its
    Message-ID exist before any SMTP traffic.
-3. Per message: check the suppression list (blind index) immediately before sending, send,
-   then mark sent. 4xx and connection failures before DATA are retried with backoff; 5xx marks
+3. Per message: MAIL and RCPT, the suppression list (blind index) read just before DATA
+   (RSET instead if suppressed), DATA, then mark sent (in batches, asynchronously
+   committed). 4xx and connection failures before DATA are retried with backoff; 5xx marks
    a hard bounce; a connection lost during DATA leaves the row for settlement.
 """
 
@@ -18,6 +19,7 @@ import datetime as dt
 import logging
 import smtplib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +64,7 @@ class Sender:
         batch: int = 200,
         after_data: Callable[[Job], None] | None = None,
         flush_every: int = 50,
+        probe_conn: psycopg.Connection[Any] | None = None,
     ) -> None:
         self.conn = conn
         self.key = key
@@ -73,6 +76,10 @@ class Sender:
         self.batch = batch
         self.after_data = after_data  # a test seam: called after the server accepted DATA
         self.flush_every = flush_every
+        # The suppression check runs on its own connection in a helper thread while MAIL and
+        # RCPT travel; without a second connection it runs on `conn` (one more round trip).
+        self._probe_conn = probe_conn or conn
+        self._probe = ThreadPoolExecutor(max_workers=1, thread_name_prefix="suppression")
         self._mailboxes: dict[int, MailboxConfig] = {}
         self._smtp: dict[int, smtplib.SMTP] = {}
         self._stopped: dict[int, bool] = {}
@@ -86,6 +93,7 @@ class Sender:
         return self._mailboxes[mailbox_id]
 
     def close(self) -> None:
+        """Close SMTP sessions (the sender stays usable: they reopen on demand)."""
         for smtp in self._smtp.values():
             try:
                 smtp.quit()
@@ -196,19 +204,13 @@ class Sender:
             )
             result.retried += 1
             return
-        if queue.is_suppressed(self.conn, job.email_bidx):
-            queue.mark_outcome(self.conn, ws, job, "suppressed", None, "on the suppression list")
-            result.suppressed += 1
-            return
         try:
             smtp = self._smtp_for(config)
         except MailboxCheckFailed as exc:
             self._retry(job, None, f"connect: {exc.check}", result)
             return
-        if config.spec.sent_copy == "append":
-            queue.mark_data(self.conn, ws, job.id, now)
         try:
-            refused = smtp.sendmail(config.spec.from_address, [job.recipient], job.raw)
+            outcome = self._transact(smtp, config, job)
         except smtplib.SMTPRecipientsRefused as exc:
             code = next(iter(exc.recipients.values()))[0]
             self._refused(job, code, "recipient refused", result)
@@ -226,9 +228,9 @@ class Sender:
             self._drop_smtp(job.mailbox_id)
             log.warning("send %s: connection lost mid-transaction; left for settlement", job.id)
             return
-        if refused:
-            code = next(iter(refused.values()))[0]
-            self._refused(job, code, "recipient refused", result)
+        if outcome == "suppressed":
+            queue.mark_outcome(self.conn, ws, job, "suppressed", None, "on the suppression list")
+            result.suppressed += 1
             return
         if self.after_data is not None:
             self.after_data(job)
@@ -239,6 +241,35 @@ class Sender:
             self._append_sent(config, job.raw)
         elif len(self._accepted) >= self.flush_every:
             self._flush()
+
+    def _transact(self, smtp: smtplib.SMTP, config: MailboxConfig, job: Job) -> str:
+        """One SMTP transaction. The suppression list is queried while MAIL and RCPT travel
+        (on the probe connection, so it costs no extra round trip) and read before DATA: a
+        suppressed address gets RSET instead of the message. Returns 'sent' or 'suppressed'."""
+        sender, rcpt = config.spec.from_address, job.recipient
+        pending = self._probe.submit(queue.is_suppressed, self._probe_conn, job.email_bidx)
+        try:
+            smtp.ehlo_or_helo_if_needed()
+            code, resp = smtp.mail(sender)
+            if code != 250:
+                smtp.rset()
+                raise smtplib.SMTPSenderRefused(code, resp, sender)
+            code, resp = smtp.rcpt(rcpt)
+            if code not in (250, 251):
+                smtp.rset()
+                raise smtplib.SMTPRecipientsRefused({rcpt: (code, resp)})
+        finally:
+            suppressed = pending.result(timeout=60)
+        if suppressed:
+            smtp.rset()
+            return "suppressed"
+        if config.spec.sent_copy == "append":
+            queue.mark_data(self.conn, self.workspace_id, job.id, self.clock())
+        code, resp = smtp.data(job.raw)
+        if code != 250:
+            smtp.rset()
+            raise smtplib.SMTPDataError(code, resp)
+        return "sent"
 
     def _append_sent(self, config: MailboxConfig, raw: bytes) -> None:
         try:
