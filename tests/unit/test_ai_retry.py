@@ -163,3 +163,16 @@ def test_registry_shares_one_limit_per_key_and_builds_one_client() -> None:
     reg.clear()
     reg.provider("openai", 9, secret)
     assert len(reads) == 3  # rebuilt after clear (e.g. the vault sealed)
+
+
+def test_gemini_retry_info_delay() -> None:
+    """Gemini's google.rpc.RetryInfo retryDelay ("12s") is read as the wait."""
+    from paitho_tenant.ai.providers import _gemini_retry_delay
+
+    details = [
+        {"@type": "type.googleapis.com/google.rpc.QuotaFailure"},
+        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "12s"},
+    ]
+    assert _gemini_retry_delay(details) == 12.0
+    assert _gemini_retry_delay([{"@type": "x.RetryInfo", "retryDelay": "soon"}]) is None
+    assert _gemini_retry_delay(None) is None
