@@ -165,7 +165,7 @@ def draft_stage(
     if step < 1:
         raise BadRequest("step starts at 1")
     key = service.data_key()
-    with service.connect() as conn, workspace_tx(conn, workspace_id):
+    with service.connect() as conn, conn.pipeline(), workspace_tx(conn, workspace_id):
         campaign = _campaign_in_scope(conn, key, campaign_id)
         if campaign.key_id is None:
             raise BadRequest("the campaign's provider key was removed: choose another key")
