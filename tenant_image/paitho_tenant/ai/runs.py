@@ -157,11 +157,6 @@ def _budget_in_scope(conn: psycopg.Connection[Any], now: datetime) -> dict[str, 
     }
 
 
-def check_budget(conn: psycopg.Connection[Any], workspace_id: int, now: datetime) -> None:
-    with workspace_tx(conn, workspace_id):
-        _refuse_if_spent(_budget_in_scope(conn, now))
-
-
 def _refuse_if_spent(status: dict[str, Any]) -> None:
     limit = status["monthly_usd"]
     if limit is not None and status["spent_usd"] >= limit:
