@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import logging
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -86,6 +87,17 @@ def _reply(frm: str, to: str, subject: str, text: str, in_reply_to: str | None) 
     ).encode()
 
 
+class _Collect(logging.Handler):
+    """Every log line the engine writes during the run, formatted with its traceback."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(logging.Formatter().format(record))
+
+
 class World:
     """The tenant, the engine and the mail servers, stepped by the clock."""
 
@@ -139,6 +151,7 @@ class World:
         app.state.components.vault.adopt(key)
         self.http = TestClient(app, base_url=ORIGIN)
         self.done_events: set[int] = set()
+        self.log_lines: list[str] = []
 
     def sent(self) -> list[tuple[int, int, Message]]:
         """(lead id, position, message) for everything the SMTP server accepted."""
@@ -204,6 +217,19 @@ class World:
         return injected
 
     def run(self, days: int) -> None:
+        handler = _Collect()
+        engine_log = logging.getLogger("paitho_tenant")
+        engine_log.addHandler(handler)
+        previous = engine_log.level
+        engine_log.setLevel(logging.DEBUG)
+        try:
+            self._run(days)
+        finally:
+            engine_log.removeHandler(handler)
+            engine_log.setLevel(previous)
+        self.log_lines = handler.lines
+
+    def _run(self, days: int) -> None:
         ticks = 0
         while self.clock.now < START + dt.timedelta(days=days):
             queue.plan(self.t.conn, self.t.key, self.t.workspace_id, self.clock(), ORIGIN)
@@ -371,3 +397,11 @@ def test_inventory_declares_and_encrypts_outbound_columns(world: World) -> None:
                 psycopg.sql.SQL("SELECT count(*) FROM {}").format(psycopg.sql.Identifier(table))
             ).fetchone()
             assert count is not None and count[0] > 0
+
+
+def test_engine_logs_no_address_or_body(world: World) -> None:
+    """Nothing the engine logged during the run names a lead, quotes a body or a subject."""
+    assert world.log_lines, "the engine logged nothing: the capture is broken"
+    text = "\n".join(world.log_lines)
+    for secret in ("prospect.test", "Name0", "Company 0", "Quick question", "sales1@", "Gerne"):
+        assert secret not in text
