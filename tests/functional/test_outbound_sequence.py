@@ -405,3 +405,16 @@ def test_engine_logs_no_address_or_body(world: World) -> None:
     text = "\n".join(world.log_lines)
     for secret in ("prospect.test", "Name0", "Company 0", "Quick question", "sales1@", "Gerne"):
         assert secret not in text
+
+
+def test_per_variant_results(world: World) -> None:
+    """Step one's A and B variants split the leads and their results add up to what the
+    servers saw: 20 sent, 2 bounced (SMTP 550 and DSN), 2 replies."""
+    rows = store.variant_results(world.t.conn, world.t.workspace_id, world.campaign)
+    first = [r for r in rows if r["position"] == 1]
+    assert [r["label"] for r in first] == ["A", "B"]
+    assert all(r["sent"] >= 5 for r in first)
+    assert sum(r["sent"] for r in first) == 20
+    assert sum(r["bounced"] for r in first) == 2
+    assert sum(r["replied"] for r in first) == 2
+    assert sum(r["replied"] for r in rows if r["position"] > 1) == 0

@@ -286,3 +286,27 @@ def stop_lead(
             " WHERE campaign_id = %s AND lead_id = %s",
             (campaign_id, lead_id),
         )
+
+
+def variant_results(
+    conn: psycopg.Connection[Any], workspace_id: int, campaign_id: int
+) -> list[dict[str, Any]]:
+    """Per step and A/B variant: messages that went out, bounced, and leads who replied after
+    that variant was the last thing they received."""
+    with workspace_tx(conn, workspace_id):
+        cur = conn.cursor(row_factory=dict_row)
+        return cur.execute(
+            "WITH last AS (SELECT DISTINCT ON (o.enrollment_id) o.enrollment_id, o.variant_id"
+            "  FROM outbound_messages o WHERE o.state IN ('sent', 'bounced')"
+            "  ORDER BY o.enrollment_id, o.position DESC)"
+            " SELECT s.position, v.label,"
+            " (SELECT count(*) FROM outbound_messages o WHERE o.variant_id = v.id"
+            "  AND o.state IN ('sent', 'bounced')) AS sent,"
+            " (SELECT count(*) FROM outbound_messages o WHERE o.variant_id = v.id"
+            "  AND o.state = 'bounced') AS bounced,"
+            " (SELECT count(*) FROM last JOIN enrollments e ON e.id = last.enrollment_id"
+            "  WHERE last.variant_id = v.id AND e.status = 'replied') AS replied"
+            " FROM campaign_steps s JOIN step_variants v ON v.step_id = s.id"
+            " WHERE s.campaign_id = %s ORDER BY s.position, v.label",
+            (campaign_id,),
+        ).fetchall()
