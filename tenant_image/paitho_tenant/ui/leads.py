@@ -65,11 +65,9 @@ def _where(q: LeadQuery) -> tuple[list[sql.Composable], dict[str, Any]]:
         clauses.append(sql.SQL("l.created_at >= %(since)s::date"))
         params["since"] = q.since
     if q.status:
+        # Hashed once (enrollments has no index on lead_id), not probed per lead.
         clauses.append(
-            sql.SQL(
-                "EXISTS (SELECT 1 FROM enrollments e WHERE e.lead_id = l.id"
-                " AND e.status = %(status)s)"
-            )
+            sql.SQL("l.id IN (SELECT e.lead_id FROM enrollments e WHERE e.status = %(status)s)")
         )
         params["status"] = q.status
     return clauses, params
@@ -83,24 +81,32 @@ def page_of_leads(
     backwards = q.before is not None and q.after is None
     where = sql.SQL(" WHERE ") + sql.SQL(" AND ").join(clauses) if clauses else sql.SQL("")
     order = sql.SQL(" ORDER BY l.id DESC") if backwards else sql.SQL(" ORDER BY l.id")
+    # Pick the page's ids first, then decrypt only those rows (never rows a sort discards).
     query = (
-        sql.SQL(
-            "SELECT l.id, pgp_sym_decrypt(l.email, %(k)s) AS email,"
-            " pgp_sym_decrypt(l.profile, %(k)s) AS profile, l.created_at,"
-            " (SELECT string_agg(DISTINCT e.status, ', ') FROM enrollments e"
-            "   WHERE e.lead_id = l.id) AS statuses"
-            " FROM leads l"
-        )
+        sql.SQL("WITH page AS MATERIALIZED (SELECT l.id FROM leads l")
         + where
         + order
-        + sql.SQL(" LIMIT %(n)s")
+        + sql.SQL(
+            " LIMIT %(n)s) SELECT l.id, pgp_sym_decrypt(l.email, %(k)s) AS email,"
+            " pgp_sym_decrypt(l.profile, %(k)s) AS profile, l.created_at"
+            " FROM page JOIN leads l USING (id)"
+        )
+        + order
     )
     params.update({"k": key.column_key, "n": PAGE_SIZE + 1})
     with workspace_tx(conn, workspace_id):
         cur = conn.cursor(row_factory=dict_row)
         rows = cur.execute(query, params).fetchall()
+        ids = [r["id"] for r in rows]
+        statuses = dict(
+            conn.execute(
+                "SELECT lead_id, string_agg(DISTINCT status, ', ') FROM enrollments"
+                " WHERE lead_id = ANY(%s) GROUP BY lead_id",
+                (ids,),
+            ).fetchall()
+        )
         total = None
-        if not q.status and not q.since:
+        if not (q.status or q.since or q.after or q.before):
             one = conn.execute("SELECT count(*) FROM leads").fetchone()
             total = int(one[0]) if one else 0
     more = len(rows) > PAGE_SIZE
@@ -109,6 +115,7 @@ def page_of_leads(
         rows.reverse()
     for row in rows:
         row["profile"] = _profile(row["profile"])
+        row["statuses"] = statuses.get(row["id"])
     has_next = more if not backwards else True
     has_prev = (q.after is not None) if not backwards else more
     return {
