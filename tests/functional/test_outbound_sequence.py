@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import io
 import logging
 import re
+import zipfile
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from email.message import Message
@@ -20,7 +22,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 import psycopg.sql
 import pytest
-from paitho_tenant import inventory
+from paitho_tenant import export, inventory
 from paitho_tenant.app import Components, Settings
 from paitho_tenant.db import app_conninfo, workspace_tx
 from paitho_tenant.outbound import queue, schedule, store
@@ -418,3 +420,21 @@ def test_per_variant_results(world: World) -> None:
     assert sum(r["bounced"] for r in first) == 2
     assert sum(r["replied"] for r in first) == 2
     assert sum(r["replied"] for r in rows if r["position"] > 1) == 0
+
+
+def test_export_includes_the_outbound_tables_decrypted(world: World) -> None:
+    """The tenant's export anytime decrypts the outbound tables too (the planned bytes and
+    the templates come back readable)."""
+    with world.t.app_connect() as conn:
+        data = b"".join(export.stream_zip(conn, world.t.key))
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        names = set(archive.namelist())
+        assert {n.split(".")[0].split("/")[-1] for n in names} >= {
+            "outbound_messages",
+            "step_variants",
+            "mailboxes",
+        }
+        text = "\n".join(
+            archive.read(n).decode("utf-8", "replace") for n in names if "outbound_messages" in n
+        )
+    assert "List-Unsubscribe-Post: List-Unsubscribe=One-Click" in text

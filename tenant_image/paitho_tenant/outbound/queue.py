@@ -36,7 +36,7 @@ _ENQUEUE = (
     " o AS (INSERT INTO outbound_messages (enrollment_id, position, variant_id, mailbox_id,"
     " token, not_before, queued_on, message_row, raw) SELECT %(e)s, %(pos)s, %(v)s, %(mb)s,"
     " %(tok)s, %(now)s, %(day)s, m.id,"
-    " pgp_sym_encrypt_bytea(%(raw)s, %(k)s, '" + COLUMN_OPTIONS + "') FROM m RETURNING id)"
+    " pgp_sym_encrypt(%(raw)s, %(k)s, '" + COLUMN_OPTIONS + "') FROM m RETURNING id)"
     " UPDATE enrollments SET mailbox_id = %(mb)s, next_position = next_position + 1,"
     " thread_tokens = thread_tokens || %(tok)s::text, thread_root = coalesce(thread_root,"
     " %(tok)s), due_at = %(inflight)s WHERE id = %(e)s"
@@ -260,7 +260,9 @@ def _plan_one(
         "tok": token,
         "now": now,
         "day": schedule.utc_day(now),
-        "raw": msg.as_bytes(),
+        # Text, not bytea, so export decrypts it like every other column: a composed
+        # message is ASCII headers and a UTF-8 body.
+        "raw": msg.as_bytes().decode("utf-8"),
         "inflight": IN_FLIGHT,
     })  # fmt: skip
     load = loads[mailbox_id]
@@ -289,7 +291,7 @@ def claim(
             " attempts = o.attempts + 1, lease_until = %(lease)s"
             " FROM picked WHERE o.id = picked.id RETURNING o.*)"
             " SELECT leased.id, leased.enrollment_id, leased.mailbox_id, leased.token,"
-            " leased.attempts, pgp_sym_decrypt_bytea(leased.raw, %(k)s) AS raw,"
+            " leased.attempts, pgp_sym_decrypt(leased.raw, %(k)s) AS raw,"
             " pgp_sym_decrypt(l.email, %(k)s) AS recipient, l.email_bidx, e.status"
             " FROM leased JOIN enrollments e ON e.id = leased.enrollment_id"
             " JOIN leads l ON l.id = e.lead_id ORDER BY leased.id",
@@ -302,7 +304,7 @@ def claim(
             r["mailbox_id"],
             r["token"],
             r["attempts"],
-            bytes(r["raw"]),
+            str(r["raw"]).encode("utf-8"),
             r["recipient"],
             bytes(r["email_bidx"]),
             r["status"] in ("active", "paused"),
