@@ -113,6 +113,32 @@ def _start_fake(port: int) -> subprocess.Popen[bytes]:
     raise RuntimeError("the fake provider did not start")
 
 
+def _children(pid: int) -> list[int]:
+    """PIDs of the processes whose parent is `pid` (the cluster's backends)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(entry.name))
+    return out
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of processes (0 for any that are gone)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def _stats(port: int) -> dict[str, object]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/_fake/stats", timeout=5) as r:
         data: dict[str, object] = json.loads(r.read())
@@ -163,6 +189,7 @@ def main() -> None:
             )
         review.draft_stage(service, ws, 1, lead_ids[0])  # warm the client and the caches
         before = _stats(port)
+        fake0, pg0 = _cpu_seconds([fake.pid]), _cpu_seconds(_children(proc.pid))
         cpu0 = time.process_time()
         started = time.perf_counter()
         with ThreadPoolExecutor(CONCURRENCY) as pool_exec:
@@ -171,6 +198,8 @@ def main() -> None:
             )
         elapsed = time.perf_counter() - started
         cpu = time.process_time() - cpu0
+        fake_cpu = _cpu_seconds([fake.pid]) - fake0
+        pg_cpu = _cpu_seconds(_children(proc.pid)) - pg0
         after = _stats(port)
         with pool.connection() as conn, conn.transaction():
             conn.execute("SELECT set_config('paitho.workspace_id', %s, true)", (str(ws),))
@@ -193,7 +222,8 @@ def main() -> None:
         print(
             f"{LEADS} drafts in {elapsed:.2f} s (ideal {ideal:.2f} s); {rate_limited} answered "
             f"429 and retried; {runs} stage runs for {distinct} leads, none duplicated; "
-            f"client CPU {cpu:.2f} s ({cpu / LEADS * 1000:.2f} ms a draft); "
+            f"CPU s: client {cpu:.2f} ({cpu / LEADS * 1000:.2f} ms a draft), PostgreSQL "
+            f"{pg_cpu:.2f}, fake provider {fake_cpu:.2f}; "
             f"load average {os.getloadavg()[0]:.1f}",
             flush=True,
         )
