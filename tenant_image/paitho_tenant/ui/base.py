@@ -51,6 +51,8 @@ NOTICES = {
     "settings": "Settings saved.",
     "mailbox": "Mailbox added.",
     "decided": "Decision recorded.",
+    "saved": "Saved.",
+    "drafted": "Drafts written and audited: they are waiting for your review.",
 }
 
 
@@ -103,6 +105,7 @@ class Ctx:
     form: dict[str, str] = field(default_factory=dict)
     files: dict[str, UploadFile] = field(default_factory=dict)
     error: str | None = None
+    note: str | None = None
     status: int = 200
 
     @property
