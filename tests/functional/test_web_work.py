@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+
 from tests.conftest import RunningCluster, free_port
 from tests.fakes.fake_llm import FakeLLM
 from tests.functional import test_ai_support as support
@@ -28,8 +29,8 @@ FORM = {"Origin": ORIGIN, "X-Requested-With": ""}
 
 @pytest.fixture
 def ui(
-    tenant_cluster: RunningCluster,  # noqa: F811
-    fake_llm: FakeLLM,  # noqa: F811
+    tenant_cluster: RunningCluster,
+    fake_llm: FakeLLM,
 ) -> Iterator[tuple[httpx.Client, RecordingQueue, dict[str, int]]]:
     with live_ai_app(tenant_cluster, fake_llm) as (client, app, queue):
         service = app.state.ai
