@@ -60,7 +60,7 @@ def test_tenant_journey_in_chromium(tenant_cluster: RunningCluster, tmp_path: Pa
     recorder = Recorder()
     csv_path = tmp_path / "leads.csv"
     csv_path.write_text(LEADS_CSV, encoding="utf-8")
-    with serve_tenant(tenant_cluster, free_port()) as origin, chromium_page() as (_, page):
+    with serve_tenant(tenant_cluster, free_port()) as (origin, _), chromium_page() as (_, page):
         recorder.attach(page)
         j = Journey(page, origin, axe)
 
@@ -111,6 +111,7 @@ def test_tenant_journey_in_chromium(tenant_cluster: RunningCluster, tmp_path: Pa
         j.go("/app/brands")
         page.fill("#brand-name", "Acme Outbound")
         page.fill("#brand-identity", "Ana from Acme <ana@acme-e2e.io>")
+        page.fill("#brand-postal", "Acme GmbH, Hauptstrasse 1, 10115 Berlin")
         page.fill("#brand-voice", "Short, plain, friendly.")
         page.fill("#brand-icp", "Heads of sales at 20-200 person SaaS companies.")
         page.click("button:has-text('Create brand')")
@@ -179,6 +180,9 @@ def test_tenant_journey_in_chromium(tenant_cluster: RunningCluster, tmp_path: Pa
         assert "75 leads" in page.inner_text("#leads")
         j.go("/app/licence")
         j.check("licence")
+        for name in ("mailboxes", "campaigns", "review", "inbox", "runs"):
+            j.go(f"/app/{name}")
+            j.check(name)
 
         # A phone-sized viewport still works.
         page.set_viewport_size({"width": 390, "height": 844})
@@ -196,3 +200,135 @@ def test_tenant_journey_in_chromium(tenant_cluster: RunningCluster, tmp_path: Pa
     assert not csp, f"CSP violations: {csp}"
     assert len(j.checked) >= 15
     assert not re.search(r"sk-fake-provider", " ".join(recorder.requests))
+
+
+def _reply(frm: str, to: str, subject: str, text: str, in_reply_to: str) -> bytes:
+    return (
+        f"From: {frm}\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <r-{frm}>\r\n"
+        f"In-Reply-To: {in_reply_to}\r\nReferences: {in_reply_to}\r\n"
+        "Date: Fri, 04 Dec 2026 10:00:00 +0000\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+        f"{text}\r\n"
+    ).encode()
+
+
+def test_campaign_send_and_reply_in_chromium(
+    tenant_cluster: RunningCluster,  # noqa: F811
+    work_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In the browser: a brand with its footer, leads, a mailbox that passes its connection
+    test against real SMTP (aiosmtpd) and IMAP (Dovecot), a campaign started; the engine sends
+    through SMTP, the lead's reply arrives in Dovecot, and the inbox shows the thread with the
+    reply classified and the lead stopped (replied)."""
+    from paitho_tenant.db import app_conninfo
+    from paitho_tenant.outbound.engine import OutboundEngine
+
+    from tests.functional.outbound_support import mail_servers
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    axe = axe_script().read_text(encoding="utf-8")
+    recorder = Recorder()
+    csv_path = tmp_path / "two.csv"
+    csv_path.write_text("email,first_name,company\nann@prospect.io,Ann,Prospect Inc\n")
+    user = "sales1@acme.test"
+    with (
+        mail_servers(work_root) as world,
+        serve_tenant(tenant_cluster, free_port()) as (origin, app),
+        chromium_page() as (_, page),
+    ):
+        monkeypatch.setenv("SSL_CERT_FILE", str(world.cert.cert))
+        recorder.attach(page)
+        j = Journey(page, origin, axe)
+        j.go("/setup")
+        page.fill("#owner_email", EMAIL)
+        page.fill("#owner_password", PASSWORD)
+        page.click("button:has-text('Set up')")
+        page.fill("#confirm", page.inner_text("#passphrase-text").strip())
+        page.click("button:has-text('I saved it')")
+        page.fill("#email", EMAIL)
+        page.fill("#password", PASSWORD)
+        page.click("button:has-text('Log in')")
+        j.go("/app/brands")
+        page.fill("#brand-name", "Acme")
+        page.fill("#brand-identity", "Alice at Acme")
+        page.fill("#brand-postal", "Acme Ltd, 1 Main Street, 10115 Berlin")
+        page.click("button:has-text('Create brand')")
+        j.go("/app/leads/import")
+        page.set_input_files("#csv-file", str(csv_path))
+        page.click("button:has-text('Preview')")
+        page.click("button:has-text('Import')")
+        page.wait_for_selector("#import-done")
+
+        j.go("/app/mailboxes")
+        fields = {
+            "#mb-label": "Sales one", "#mb-from": user, "#mb-user": user,
+            "#mb-pass": world.users[user], "#mb-smtp": "127.0.0.1",
+            "#mb-smtp-port": str(world.smtp.port), "#mb-imap": "127.0.0.1",
+            "#mb-imap-port": str(world.dovecot.port),
+        }  # fmt: skip
+        for selector, value in fields.items():
+            page.fill(selector, value)
+        page.select_option("#mb-smtp-sec", "starttls")
+        page.select_option("#mb-imap-sec", "ssl")
+        page.click("button:has-text('Test connection')")
+        assert "SMTP and IMAP both answered" in page.inner_text("main")
+        page.fill("#mb-pass", world.users[user])
+        page.click("button:has-text('Test and save')")
+        assert user in page.inner_text("table")
+        j.check("mailboxes_added")
+
+        j.go("/app/campaigns")
+        page.fill("#c-name", "Launch")
+        page.fill("#c-start", "00:00")
+        page.fill("#c-end", "23:59")
+        for day in range(1, 8):
+            page.check(f"input[name=day-{day}]")
+        page.click("button:has-text('Create campaign')")
+        page.fill("#s-subject-A", "Quick question, {{first_name|there}}")
+        page.fill("#s-body-A", "Hi {{first_name|there}}, how does {{company}} do outbound?")
+        page.click("button:has-text('Add step')")
+        page.fill("#s-delay", "3")
+        page.fill("#s-body-A", "Following up, {{first_name|there}}.")
+        page.click("button:has-text('Add step')")
+        assert "3 days later" in page.inner_text("main")
+        page.click("button:has-text('Enrol leads')")
+        page.click("button:has-text('Start')")
+        assert page.inner_text("#campaign-status") == "active"
+        j.check("campaign")
+
+        components = app.state.components
+        engine = OutboundEngine(
+            app_conninfo(tenant_cluster.conninfo()),
+            components.vault,
+            origin,
+            world.cert.client_context,
+        )
+        engine.cycle()
+        sent = [m.message for m in world.handler.messages()]
+        assert len(sent) == 1 and sent[0]["To"] == "ann@prospect.io"
+        assert "Quick question, Ann" in str(sent[0]["Subject"])
+        world.dovecot.deliver(
+            user,
+            world.users[user],
+            _reply("ann@prospect.io", user, "Re: " + str(sent[0]["Subject"]),
+                   "Yes, call me on Tuesday.", str(sent[0]["Message-ID"])),
+        )  # fmt: skip
+        engine.cycle()
+
+        j.go("/app/inbox")
+        thread = page.inner_text("article.thread")
+        assert "ann@prospect.io" in thread and "Yes, call me on Tuesday." in thread
+        assert "reply" in thread and page.inner_text(".lead-status") == "replied"
+        j.check("inbox")
+        j.go("/app")
+        j.check("dashboard_after_reply")
+        j.go("/app/export")
+        with page.expect_download() as download:
+            page.click("a:has-text('Download the export')")
+        zipped = tmp_path / "export.zip"
+        download.value.save_as(zipped)
+        with zipfile.ZipFile(zipped) as archive:
+            assert any("messages" in n for n in archive.namelist())
+
+    assert not recorder.foreign(origin), recorder.foreign(origin)

@@ -20,6 +20,7 @@ from typing import Any
 
 import uvicorn
 from paitho_tenant.app import Settings, create_app
+from starlette.applications import Starlette
 
 from tests.conftest import RunningCluster
 
@@ -107,8 +108,8 @@ def describe(violations: list[dict[str, Any]]) -> str:
 
 
 @contextmanager
-def serve_tenant(cluster: RunningCluster, port: int) -> Iterator[str]:
-    """The tenant app on 127.0.0.1:port with that as its own origin; yields the origin."""
+def serve_tenant(cluster: RunningCluster, port: int) -> Iterator[tuple[str, Starlette]]:
+    """The tenant app on 127.0.0.1:port with that as its own origin; yields (origin, app)."""
     origin = f"http://127.0.0.1:{port}"
     app = create_app(Settings(admin_conninfo=cluster.conninfo(), slug="acme", origin=origin))
     server = uvicorn.Server(
@@ -122,7 +123,7 @@ def serve_tenant(cluster: RunningCluster, port: int) -> Iterator[str]:
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.01)
     try:
-        yield origin
+        yield origin, app
     finally:
         server.should_exit = True
         thread.join(15)

@@ -149,6 +149,11 @@ async def brands_post(ctx: Ctx) -> Response:
             f.get("voice") or None,
             f.get("icp") or None,
         )
+        postal = f.get("postal_address", "").strip()
+        if postal:
+            from paitho_tenant.outbound import store
+
+            store.set_brand_footer(conn, ctx.key, ctx.workspace_id, brand_id, postal)
         audit.record(conn, ctx.actor, "brand.created", {"brand_id": brand_id})
 
     await ctx.db(run)
