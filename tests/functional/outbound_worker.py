@@ -84,7 +84,10 @@ def main() -> None:
         result = sender.run_once()
         for name, value in dataclasses.asdict(result).items():
             totals[name] = totals.get(name, 0) + value
-        if planned.queued == 0 and _open_rows(conn, args.workspace) == 0:
+        # Done only when a whole pass changed nothing: a message sent in this pass makes
+        # the lead's next step due, and that is planned in the next pass.
+        idle = planned.queued == 0 and result.sent == 0 and result.settled_sent == 0
+        if idle and _open_rows(conn, args.workspace) == 0:
             break
         if result.sent == 0 and planned.queued == 0:
             time.sleep(0.1)  # rows leased by a killed worker: wait for the lease to expire

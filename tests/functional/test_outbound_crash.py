@@ -103,7 +103,9 @@ def _campaign(tenant: Tenant, mail: MailWorld) -> int:
         [(f"crash{n:02d}@prospect.test", {"first_name": f"C{n}"}) for n in range(LEADS)]
     )
     user = "sales1@acme.test"
-    store.create_mailbox(conn, key, ws, mail.spec(user, daily_cap=1000, ramp_start=1000), mail.users[user])
+    store.create_mailbox(
+        conn, key, ws, mail.spec(user, daily_cap=1000, ramp_start=1000), mail.users[user]
+    )
     campaign = store.create_campaign(
         conn, ws, tenant.brand(), "crash", "UTC", (dt.time(0), dt.time(23, 59, 59)), range(1, 8)
     )
@@ -173,5 +175,11 @@ def test_sigkill_at_random_moments(tenant: Tenant, mail_world: MailWorld) -> Non
         time.sleep(1.1)
     _finish(_start(tenant, mail_world))
     counts = _counts(mail_world)
-    assert len(counts) == LEADS * STEPS
+    with workspace_tx(tenant.conn, tenant.workspace_id):
+        rows = tenant.conn.execute(
+            "SELECT e.lead_id, e.status, e.next_position, e.due_at, o.position, o.state,"
+            " o.attempts FROM enrollments e LEFT JOIN outbound_messages o"
+            " ON o.enrollment_id = e.id ORDER BY 1, 5"
+        ).fetchall()
+    assert len(counts) == LEADS * STEPS, (sorted(counts), rows)
     assert set(counts.values()) == {1}
