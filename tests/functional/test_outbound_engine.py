@@ -220,3 +220,18 @@ def test_engine_keeps_its_own_sent_copy(tenant: Tenant, mail_world: MailWorld) -
     s.plan()
     assert s.sender().run_once().sent == 1
     assert mail_world.dovecot.count(USER, mail_world.users[USER], "Sent") == 1
+
+
+def test_manual_stop_leaves_only_that_lead(tenant: Tenant, mail_world: MailWorld) -> None:
+    """A lead stopped by hand gets no further step; the other lead's follow-up goes out."""
+    s = _setup(tenant, mail_world, 2, steps=2)
+    s.plan()
+    s.sender().run_once()
+    store.stop_lead(tenant.conn, tenant.workspace_id, s.campaign, s.leads["p00@prospect.test"])
+    s.clock.advance(days=1, hours=1)
+    assert s.plan().queued == 1
+    s.sender().run_once()
+    rcpts = [m.rcpt_tos[0] for m in mail_world.handler.messages()]
+    assert sorted(rcpts) == ["p00@prospect.test", "p01@prospect.test", "p01@prospect.test"]
+    states = store.enrollment_states(tenant.conn, tenant.workspace_id, s.campaign)
+    assert states[s.leads["p00@prospect.test"]]["status"] == "stopped"
