@@ -218,12 +218,17 @@ def test_campaign_send_and_reply_in_chromium(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """In the browser: a brand with its footer, leads, a mailbox that passes its connection
-    test against real SMTP (aiosmtpd) and IMAP (Dovecot), a campaign started; the engine sends
-    through SMTP, the lead's reply arrives in Dovecot, and the inbox shows the thread with the
-    reply classified and the lead stopped (replied)."""
+    test against real SMTP (aiosmtpd) and IMAP (Dovecot), a campaign with two steps, an AI
+    draft by the fake provider approved in the review queue, the campaign started; the engine
+    sends through SMTP, the lead's reply arrives in Dovecot, and the inbox shows the thread with
+    the reply classified and the lead stopped (replied); the export holds the messages."""
+    from paitho_tenant.ai import web as ai_web
+    from paitho_tenant.ai.providers import ProviderRegistry
+    from paitho_tenant.ai.service import AIService
     from paitho_tenant.db import app_conninfo
     from paitho_tenant.outbound.engine import OutboundEngine
 
+    from tests.fakes.fake_llm import FakeLLM
     from tests.functional.outbound_support import mail_servers
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -233,11 +238,15 @@ def test_campaign_send_and_reply_in_chromium(
     csv_path.write_text("email,first_name,company\nann@prospect.io,Ann,Prospect Inc\n")
     user = "sales1@acme.test"
     with (
+        FakeLLM() as fake,
         mail_servers(work_root) as world,
         serve_tenant(tenant_cluster, free_port()) as (origin, app),
         chromium_page() as (_, page),
     ):
         monkeypatch.setenv("SSL_CERT_FILE", str(world.cert.cert))
+        c = app.state.components
+        registry = ProviderRegistry({"openai": fake.openai_base}, timeout=10.0)
+        ai_web.install(app, AIService(lambda: c.pool.connection(timeout=10), c.vault.key, registry))
         recorder.attach(page)
         j = Journey(page, origin, axe)
         j.go("/setup")
@@ -293,6 +302,34 @@ def test_campaign_send_and_reply_in_chromium(
         page.click("button:has-text('Add step')")
         assert "3 days later" in page.inner_text("main")
         page.click("button:has-text('Enrol leads')")
+
+        # The AI drafts for the enrolled lead with the fake provider; a person approves it.
+        j.go("/app/keychain")
+        page.fill("#key-label", "Fake OpenAI")
+        page.fill("#key-secret", "sk-fake-e2e-0000000000000000")
+        page.click("button:has-text('Store key')")
+        j.go("/app/campaigns")
+        page.click("a:has-text('Launch')")
+        page.fill("#ai-model", "gpt-test")
+        page.click("button:has-text('Save AI settings')")
+        page.click("button:has-text('Draft and audit')")
+        assert page.url.split("?")[0].endswith("/app/review")
+        assert "Audit passed." in page.inner_text("article.draft")
+        j.check("review")
+        page.click("article.draft button:has-text('Approve')")
+        assert "Decision recorded." in page.inner_text("main")
+        page.click("a:has-text('Approved')")
+        assert "queued" in page.inner_text("article.draft")
+        j.go("/app/runs")
+        assert "gpt-test" in page.inner_text("table")
+        j.check("runs_after_draft")
+        page.click("table a")
+        assert "Prompt" in page.inner_text("main")
+        j.check("run")
+        assert fake.requests, "the fake provider was not called"
+
+        j.go("/app/campaigns")
+        page.click("a:has-text('Launch')")
         page.click("button:has-text('Start')")
         assert page.inner_text("#campaign-status") == "active"
         j.check("campaign")
