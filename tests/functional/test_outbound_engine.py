@@ -235,3 +235,41 @@ def test_manual_stop_leaves_only_that_lead(tenant: Tenant, mail_world: MailWorld
     assert sorted(rcpts) == ["p00@prospect.test", "p01@prospect.test", "p01@prospect.test"]
     states = store.enrollment_states(tenant.conn, tenant.workspace_id, s.campaign)
     assert states[s.leads["p00@prospect.test"]]["status"] == "stopped"
+
+
+def test_polling_without_idle_and_mailto_unsubscribe(tenant: Tenant, mail_world: MailWorld) -> None:
+    """A server without IDLE is polled; an email to the List-Unsubscribe mailto address
+    (subject 'unsubscribe', no thread headers) suppresses its sender."""
+    s = _setup(tenant, mail_world, 2, steps=2)
+    s.plan()
+    s.sender().run_once()
+
+    def no_idle(config: Any) -> Any:
+        client = mail_world.imap_factory(config)
+        client.has_capability = lambda capability: False  # this server "lacks" IDLE
+        return client
+
+    conn = tenant.app_connect()
+    receiver = Receiver(conn, tenant.key, tenant.workspace_id, s.mailbox, no_idle, s.clock)
+    stop = threading.Event()
+    thread = threading.Thread(target=receiver.run, args=(stop, 0.2, 1.0))
+    thread.start()
+    try:
+        raw = f"From: p01@prospect.test\r\nTo: {USER}\r\nSubject: unsubscribe\r\n\r\n\r\n".encode()
+        mail_world.dovecot.deliver(USER, mail_world.users[USER], raw)
+        bidx = tenant.key.email_index("p01@prospect.test")
+        deadline = time.monotonic() + 10
+        found = None
+        while time.monotonic() < deadline and found is None:
+            found = tenant.conn.execute(
+                "SELECT reason FROM suppression WHERE email_bidx = %s", (bidx,)
+            ).fetchone()
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        thread.join(15)
+        conn.close()
+    assert found is not None and found[0] == "unsubscribe"
+    states = store.enrollment_states(tenant.conn, tenant.workspace_id, s.campaign)
+    assert states[s.leads["p01@prospect.test"]]["status"] == "unsubscribed"
+    assert states[s.leads["p00@prospect.test"]]["status"] == "active"
