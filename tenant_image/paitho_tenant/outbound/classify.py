@@ -94,7 +94,10 @@ def normalised_subject(subject: str) -> str:
 
 
 def classify(raw: bytes, received: dt.date | None = None) -> Classification:
-    msg = parse(raw)
+    return classify_message(parse(raw), received)
+
+
+def classify_message(msg: EmailMessage, received: dt.date | None = None) -> Classification:
     subject = str(msg.get("Subject", ""))
     sender = email.utils.parseaddr(str(msg.get("From", "")))[1].lower()
     text = plain_text(msg)

@@ -26,8 +26,7 @@ import imapclient
 import psycopg
 from imapclient.exceptions import IMAPClientError
 
-from paitho_tenant import messages
-from paitho_tenant.crypto import DataKey
+from paitho_tenant.crypto import COLUMN_OPTIONS, DataKey
 from paitho_tenant.db import workspace_tx
 from paitho_tenant.outbound import classify, guardrails, schedule, store, unsubscribe
 from paitho_tenant.outbound.classify import Classification
@@ -37,6 +36,16 @@ log = logging.getLogger(__name__)
 
 ImapFactory = Callable[[MailboxConfig], imapclient.IMAPClient]
 _KEEP = ("From", "To", "Subject", "Date", "Message-ID", "In-Reply-To", "References")
+# The readable copy in the core's `messages` (headers and text encrypted under the data key,
+# a bind parameter) and the inbound row pointing at it, in one round trip.
+_STORE = (
+    "WITH m AS (INSERT INTO messages (lead_id, direction, headers, body) VALUES (%(lead)s,"
+    " 'received', pgp_sym_encrypt(%(h)s, %(k)s, '" + COLUMN_OPTIONS + "'),"
+    " pgp_sym_encrypt(%(b)s, %(k)s, '" + COLUMN_OPTIONS + "')) RETURNING id)"
+    " INSERT INTO inbound_messages (mailbox_id, uid, uidvalidity, kind, enrollment_id,"
+    " message_row, received_at) SELECT %(mb)s, %(uid)s, %(uv)s, %(kind)s, %(e)s, m.id, %(now)s"
+    " FROM m ON CONFLICT (mailbox_id, uidvalidity, uid) DO NOTHING"
+)
 
 
 @dataclass
@@ -94,8 +103,8 @@ def ingest(
     now: dt.datetime,
 ) -> str:
     """Classify, match, store and act on one message (inside the caller's transaction)."""
-    c = classify.classify(raw, now.date())
     msg = classify.parse(raw)
+    c = classify.classify_message(msg, now.date())
     enrollment_id, send_id = _match(conn, key, mailbox_id, c)
     lead_id = None
     if enrollment_id is not None:
@@ -110,13 +119,20 @@ def ingest(
         _act(conn, key, workspace_id, mailbox_id, c, enrollment_id, send_id, row, now)
     elif c.kind == classify.UNSUBSCRIBE and c.sender:
         unsubscribe.by_address(conn, key, workspace_id, c.sender, "unsubscribe")
-    headers = _headers(msg)
-    message_row = messages.add(conn, key, workspace_id, "received", headers, c.text, lead_id)
     conn.execute(
-        "INSERT INTO inbound_messages (mailbox_id, uid, uidvalidity, kind, enrollment_id,"
-        " message_row, received_at) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-        " ON CONFLICT (mailbox_id, uidvalidity, uid) DO NOTHING",
-        (mailbox_id, uid, uidvalidity, c.kind, enrollment_id, message_row, now),
+        _STORE,
+        {
+            "lead": lead_id,
+            "h": json.dumps(_headers(msg), ensure_ascii=False),
+            "b": c.text,
+            "k": key.column_key,
+            "mb": mailbox_id,
+            "uid": uid,
+            "uv": uidvalidity,
+            "kind": c.kind,
+            "e": enrollment_id,
+            "now": now,
+        },
     )
     return c.kind
 
