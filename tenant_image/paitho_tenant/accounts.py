@@ -78,6 +78,7 @@ class Session:
     csrf: str
     created: float
     last_seen: float
+    workspace_id: int | None = None  # the web app's current workspace (agency switcher)
 
 
 class SessionStore:

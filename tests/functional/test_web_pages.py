@@ -356,3 +356,25 @@ def test_expired_licence_means_read_only(tenant_cluster: RunningCluster, work_ro
         licence_file.write_text(token(int(time.time()) + 3600))
         assert "Read-only." not in client.get("/app/brands").text
         assert "Current" in client.get("/app/licence").text
+
+
+def test_workspace_switch_scopes_the_pages(tenant_cluster: RunningCluster) -> None:  # noqa: F811
+    """An agency's second workspace appears in the switcher; switching shows only its brands;
+    the choice lives in the session (the only cookies are the session and the form token)."""
+    with browser_like(tenant_cluster) as client:
+        ui_setup_and_login(client)
+        post_form(client, "/app/brands", "/app/brands", name="Default brand")
+        made = post_form(client, "/app/workspaces", "/app/workspaces", name="Client B", region="us")
+        assert made.status_code == 303
+        page = client.get("/app/brands").text
+        assert 'id="ws-switch"' in page and "Client B (US)" in page
+        assert "Default brand" not in page  # the new workspace is current
+        post_form(client, "/app/brands", "/app/brands", name="Client B brand")
+        ids = re.findall(r'<option value="(\d+)"', client.get("/app").text)
+        switched = post_form(client, "/app/workspace/switch", "/app", workspace=ids[0])
+        assert switched.status_code == 303
+        page = client.get("/app/brands").text
+        assert "Default brand" in page and "Client B brand" not in page
+        bad = post_form(client, "/app/workspace/switch", "/app", workspace="999")
+        assert bad.status_code == 400
+        assert {c.name for c in client.cookies.jar} <= {"session", "csrf"}

@@ -39,7 +39,6 @@ TEMPLATES = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-WS_COOKIE = "workspace"
 
 # Notices shown after a redirect (`?ok=<code>`): fixed texts, nothing reflected from the URL.
 NOTICES = {
@@ -163,7 +162,8 @@ async def context(request: Request) -> Ctx:
     session = c.sessions.get(request.cookies.get(websec.session_cookie_name(own_origin(request))))
     if session is None:
         raise Redirect("/login")
-    ws_id, rows = await db(c, _pick_workspace, request.cookies.get(WS_COOKIE))
+    wanted = None if session.workspace_id is None else str(session.workspace_id)
+    ws_id, rows = await db(c, _pick_workspace, wanted)
     return Ctx(request, c, session, key, ws_id, rows, licence_status(c))
 
 

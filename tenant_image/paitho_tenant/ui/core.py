@@ -16,7 +16,7 @@ from starlette.responses import Response
 from paitho_tenant import audit, dsar, keychain, workspaces
 from paitho_tenant.db import owner_conninfo, workspace_tx
 from paitho_tenant.errors import BadRequest, Forbidden
-from paitho_tenant.ui.base import WS_COOKIE, Ctx, see_other
+from paitho_tenant.ui.base import Ctx, see_other
 from paitho_tenant.ui.charts import Bar, bar_chart
 
 DAYS = 14
@@ -102,22 +102,8 @@ async def workspaces_post(ctx: Ctx) -> Response:
         return row
 
     row = await ctx.db(run)
-    response = see_other("/app/workspaces?ok=workspace")
-    _set_ws(ctx, response, int(row["id"]))
-    return response
-
-
-def _set_ws(ctx: Ctx, response: Response, workspace_id: int) -> None:
-    from paitho_tenant.ui.base import own_origin
-
-    response.set_cookie(
-        WS_COOKIE,
-        str(workspace_id),
-        httponly=True,
-        samesite="strict",
-        secure=own_origin(ctx.request).startswith("https://"),
-        path="/",
-    )
+    ctx.session.workspace_id = int(row["id"])
+    return see_other("/app/workspaces?ok=workspace")
 
 
 async def switch_post(ctx: Ctx) -> Response:
@@ -125,9 +111,8 @@ async def switch_post(ctx: Ctx) -> Response:
     ids = {int(w["id"]) for w in ctx.workspaces}
     if not wanted.isdigit() or int(wanted) not in ids:
         raise BadRequest("no such workspace")
-    response = see_other("/app?ok=switched")
-    _set_ws(ctx, response, int(wanted))
-    return response
+    ctx.session.workspace_id = int(wanted)
+    return see_other("/app?ok=switched")
 
 
 # -- brands ---------------------------------------------------------------------------------
