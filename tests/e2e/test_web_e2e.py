@@ -1,9 +1,19 @@
-"""The tenant web app in a real browser (headless Chromium through Playwright): set up with the
-one-time passphrase, confirm it, log in, seal and unlock, create a brand, store a provider key,
-import a CSV through the mapping preview and live progress, page and search the leads, check the
-audit chain, run a DSAR, download the export, switch workspaces, log out. Every main page is
-screenshotted under tests/artifacts/, checked with axe-core (no serious or critical violation),
-and every request the pages make goes to the tenant's own origin."""
+"""The tenant web app in a real browser (headless Chromium through Playwright, the
+distribution's binary).
+
+1. The journey on a tenant served alone: set up with the one-time passphrase (downloaded,
+   confirmed), log in, seal and unlock, brand, provider key, CSV import through the mapping
+   preview and live progress, keyset pages and exact-email search, audit chain, DSAR, export,
+   workspaces, every page on a phone-sized screen too.
+2. Outbound and AI: a mailbox tested against aiosmtpd and Dovecot, a campaign with two steps, an
+   AI draft by the fake provider approved in the review queue, the engine sending, the reply
+   through Dovecot in the inbox with the lead stopped, the export holding the messages.
+3. The whole platform: sign up on the control plane, the mailed link to the tenant's subdomain
+   through the edge, setup, import.
+
+Every main page is screenshotted under tests/artifacts/ and checked with axe-core (no serious or
+critical violation); every request the tenant's pages make goes to the tenant's own origin and
+no Content-Security-Policy violation is reported."""
 
 from __future__ import annotations
 
@@ -15,6 +25,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import RunningCluster, free_port
+from tests.e2e import test_cp_e2e as cp
+from tests.e2e.conftest import Stack
 from tests.e2e.web_browser import (
     ARTIFACTS,
     Recorder,
@@ -30,6 +42,7 @@ from tests.functional.test_tenant_support import (
 )
 
 pytestmark = pytest.mark.e2e
+cp_stack = cp.cp_stack  # fixture: the whole platform with the control plane wired
 
 EMAIL, PASSWORD = "owner@acme-e2e.io", "owner-password-123"
 LEADS_CSV = "E-mail;Vorname;Firma\n" + "".join(
@@ -369,3 +382,60 @@ def test_campaign_send_and_reply_in_chromium(
             assert any("messages" in n for n in archive.namelist())
 
     assert not recorder.foreign(origin), recorder.foreign(origin)
+
+
+def test_signup_on_the_control_plane_then_the_tenant_in_chromium(
+    cp_stack: Stack, tmp_path: Path
+) -> None:
+    """The whole platform (`paitho up`): sign up on the control plane, follow the mailed link
+    to the new tenant's subdomain through the edge, set it up, confirm the passphrase, log in,
+    create a brand, store the provider key, import leads; every request the tenant's pages make
+    goes to the tenant's own origin."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    axe = axe_script().read_text(encoding="utf-8")
+    base = f"http://localhost:{cp_stack.edge_port}"
+    tenant_origin = f"http://webacme.localhost:{cp_stack.edge_port}"
+    csv_path = tmp_path / "leads.csv"
+    csv_path.write_text(LEADS_CSV, encoding="utf-8")
+    with chromium_page() as (_, page):
+        page.goto(base + "/signup?plan=pro")
+        page.fill("#email", "web-ann@example.com")
+        page.fill("#password", "quiet-harbour-lantern-93")
+        page.fill("#company", "Acme Web")
+        page.fill("#subdomain", "webacme")
+        page.click("button[type=submit]")
+        assert "web-ann@example.com" in page.inner_text("#check-mail")
+        page.goto(cp.verify_link(cp_stack, "web-ann@example.com"))
+        assert page.url == tenant_origin + "/setup"
+        recorder = Recorder()
+        recorder.attach(page)
+        j = Journey(page, tenant_origin, axe)
+        j.check("stack_setup")
+        page.fill("#owner_email", "web-ann@example.com")
+        page.fill("#owner_password", "owner-password-web-1")
+        page.click("button:has-text('Set up')")
+        passphrase = page.inner_text("#passphrase-text").strip()
+        page.fill("#confirm", passphrase)
+        page.click("button:has-text('I saved it')")
+        page.fill("#email", "web-ann@example.com")
+        page.fill("#password", "owner-password-web-1")
+        page.click("button:has-text('Log in')")
+        assert page.url == tenant_origin + "/app"
+        j.go("/app/brands")
+        page.fill("#brand-name", "Acme Web")
+        page.fill("#brand-postal", "Acme Web Ltd, 2 Side Street, Leeds")
+        page.click("button:has-text('Create brand')")
+        j.go("/app/keychain")
+        page.fill("#key-label", "Provider")
+        page.fill("#key-secret", "sk-stack-0000000000000000")
+        page.click("button:has-text('Store key')")
+        j.go("/app/leads/import")
+        page.set_input_files("#csv-file", str(csv_path))
+        page.click("button:has-text('Preview')")
+        page.click("button:has-text('Import')")
+        page.wait_for_selector("#import-done", timeout=30_000)
+        assert "75 imported" in page.inner_text("#import-done")
+        j.go("/app")
+        assert "75" in page.inner_text(".stats")
+        j.check("stack_dashboard")
+    assert not recorder.foreign(tenant_origin), recorder.foreign(tenant_origin)
