@@ -171,3 +171,20 @@ class LicenceCheck:
                 else "the licence has expired"
             )
         return Status(mode, True, licence, problem)
+
+
+def settings_from_env(environ: Mapping[str, str]) -> dict[str, object]:
+    """`Settings` keyword arguments from the environment, for the edge (cli.py serve):
+    PAITHO_LICENCE_FILE (the token file) and PAITHO_LICENCE_KEYS ("kid:base64url-raw-key,...",
+    the control plane's trusted Ed25519 public keys). Empty when unset (the check is off)."""
+    out: dict[str, object] = {}
+    if environ.get("PAITHO_LICENCE_FILE"):
+        out["licence_file"] = Path(environ["PAITHO_LICENCE_FILE"])
+    keys = []
+    for item in environ.get("PAITHO_LICENCE_KEYS", "").split(","):
+        if ":" in item:
+            kid, text = item.strip().split(":", 1)
+            keys.append((kid, _unb64(text)))
+    if keys:
+        out["licence_keys"] = tuple(keys)
+    return out

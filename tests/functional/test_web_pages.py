@@ -167,10 +167,19 @@ def test_headers_and_no_inline_code_on_every_page(tenant_cluster: RunningCluster
 
 def test_hsts_over_https(tenant_cluster: RunningCluster) -> None:  # noqa: F811
     """With an https origin, HSTS is sent and the session cookie is __Host- and Secure."""
-    app = make_app(tenant_cluster, origin="https://acme.paitho.test")
+    origin = "https://acme.paitho.test"
+    app = make_app(tenant_cluster, origin=origin)
     with client_for(app) as client:
+        client.headers["Origin"] = origin
         response = client.get("/healthz")
         assert "max-age=" in response.headers["strict-transport-security"]
+        made = client.post("/setup", json={"owner_email": EMAIL, "owner_password": PASSWORD})
+        assert made.status_code == 201
+        login = client.post("/login", json={"email": EMAIL, "password": PASSWORD})
+        cookie = login.headers["set-cookie"].lower()
+        assert cookie.startswith("__host-session=") and "; secure" in cookie
+        assert "httponly" in cookie and "samesite=strict" in cookie and "domain=" not in cookie
+        assert "max-age=" in client.get("/login").headers["strict-transport-security"]
 
 
 def test_forms_need_the_session_token(tenant_cluster: RunningCluster) -> None:  # noqa: F811

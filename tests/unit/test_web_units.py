@@ -128,3 +128,16 @@ def test_licence_verification_and_modes(tmp_path: Path) -> None:
     missing = LicenceCheck("acme", tmp_path / "none", keys).status()
     assert missing.read_only and missing.problem == "no licence installed"
     assert not LicenceCheck("acme", None, {}).status().checked
+
+
+def test_licence_settings_from_env() -> None:
+    """The edge's environment names the token file and the trusted keys by id."""
+    from paitho_tenant.licence import settings_from_env
+
+    raw = bytes(range(32))
+    text = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    got = settings_from_env(
+        {"PAITHO_LICENCE_FILE": "/run/lic", "PAITHO_LICENCE_KEYS": f"k1:{text}"}
+    )
+    assert got == {"licence_file": Path("/run/lic"), "licence_keys": (("k1", raw),)}
+    assert settings_from_env({}) == {}
