@@ -29,7 +29,8 @@ REPLY, AUTO_REPLY, BOUNCE, UNSUBSCRIBE = "reply", "auto_reply", "bounce", "unsub
 _BOUNCE_SENDERS = re.compile(r"^(mailer-daemon|postmaster|mail delivery (sub)?system)", re.I)
 _BOUNCE_SUBJECT = re.compile(
     r"(undeliver|delivery status notification|mail delivery failed|returned mail"
-    r"|failure notice|delivery failure|non[- ]?remis|unzustellbar|no se puede entregar)",
+    r"|failure notice|delivery failure|delivery has failed|non[- ]?deliver|non[- ]?remis"
+    r"|unzustellbar|no se puede entregar)",
     re.I,
 )
 _UNSUBSCRIBE = re.compile(
@@ -94,10 +95,12 @@ def normalised_subject(subject: str) -> str:
 
 
 def classify(raw: bytes, received: dt.date | None = None) -> Classification:
-    return classify_message(parse(raw), received)
+    return classify_message(parse(raw), received, raw)
 
 
-def classify_message(msg: EmailMessage, received: dt.date | None = None) -> Classification:
+def classify_message(
+    msg: EmailMessage, received: dt.date | None = None, raw: bytes | None = None
+) -> Classification:
     subject = str(msg.get("Subject", ""))
     sender = email.utils.parseaddr(str(msg.get("From", "")))[1].lower()
     text = plain_text(msg)
@@ -116,7 +119,7 @@ def classify_message(msg: EmailMessage, received: dt.date | None = None) -> Clas
             recipients=recipients,
             tokens=original or refs,
         )
-    temporary, permanent_set = _flufl(msg)
+    temporary, permanent_set = _flufl(msg, raw) if _maybe_bounce(msg, sender, subject) else _NONE
     if permanent_set or temporary or _looks_like_bounce(sender, subject):
         recipients = tuple(sorted(a.decode("utf-8", "replace") for a in permanent_set | temporary))
         original = tokens_in(_original_headers_text(msg) or _message_id_lines(text))
@@ -160,7 +163,26 @@ def _looks_like_bounce(sender: str, subject: str) -> bool:
     return bool(_BOUNCE_SENDERS.match(local)) and bool(_BOUNCE_SUBJECT.search(subject))
 
 
-def _flufl(msg: Message) -> tuple[frozenset[bytes], frozenset[bytes]]:
+_NONE: tuple[frozenset[bytes], frozenset[bytes]] = (frozenset(), frozenset())
+
+
+def _maybe_bounce(msg: Message, sender: str, subject: str) -> bool:
+    """Worth running the bounce detectors on: machine senders, bounce subjects, reports or
+    an empty return path. Human replies skip them (faster, and no false positives)."""
+    local = sender.split("@")[0]
+    return bool(
+        _BOUNCE_SENDERS.match(local)
+        or _BOUNCE_SUBJECT.search(subject)
+        or msg.get_content_type() == "multipart/report"
+        or msg.get("X-Failed-Recipients") is not None
+        or str(msg.get("Return-Path", "")).strip() == "<>"
+        or not sender
+    )
+
+
+def _flufl(msg: Message, raw: bytes | None) -> tuple[frozenset[bytes], frozenset[bytes]]:
+    if raw is not None:  # the detectors read many headers: compat32 strings are much cheaper
+        msg = BytesParser(policy=policy.compat32).parsebytes(raw)
     try:
         temporary, permanent = all_failures(msg)
     except Exception:  # a detector choking on odd input must not stop ingestion

@@ -104,7 +104,7 @@ def ingest(
 ) -> str:
     """Classify, match, store and act on one message (inside the caller's transaction)."""
     msg = classify.parse(raw)
-    c = classify.classify_message(msg, now.date())
+    c = classify.classify_message(msg, now.date(), raw)
     enrollment_id, send_id = _match(conn, key, mailbox_id, c)
     lead_id = None
     if enrollment_id is not None:
