@@ -24,14 +24,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from paitho_tenant.errors import TenantError
 
 MAX_TOKEN_CHARS = 4096
-# Writes still accepted in read-only mode (path prefixes): getting in, getting data out, and the
-# duties toward the people in it.
+# Writes still accepted in read-only mode (path prefixes): getting in, sealing and rotating the
+# passphrase, getting data out, and the duties toward the people in it.
 READ_ONLY_WRITES = (
     "/setup",
     "/unlock",
     "/login",
     "/logout",
     "/seal",
+    "/api/vault/rotate",
+    "/app/settings",
     "/api/dsar",
     "/app/dsar",
     "/app/workspace/switch",
