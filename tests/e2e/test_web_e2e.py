@@ -5,9 +5,10 @@ distribution's binary).
    confirmed), log in, seal and unlock, brand, provider key, CSV import through the mapping
    preview and live progress, keyset pages and exact-email search, audit chain, DSAR, export,
    workspaces, every page on a phone-sized screen too.
-2. Outbound and AI: a mailbox tested against aiosmtpd and Dovecot, a campaign with two steps, an
-   AI draft by the fake provider approved in the review queue, the engine sending, the reply
-   through Dovecot in the inbox with the lead stopped, the export holding the messages.
+2. Outbound and AI: a mailbox tested against aiosmtpd and Dovecot, a campaign with two steps,
+   the lead qualified and an AI draft by the fake provider approved in the review queue, the
+   engine sending, the reply through Dovecot in the inbox with the lead stopped, the export
+   holding the messages.
 3. The whole platform: sign up on the control plane, the mailed link to the tenant's subdomain
    through the edge, setup, import.
 
@@ -325,6 +326,9 @@ def test_campaign_send_and_reply_in_chromium(
         page.click("a:has-text('Launch')")
         page.fill("#ai-model", "gpt-test")
         page.click("button:has-text('Save AI settings')")
+        page.click("button:has-text('Qualify leads')")
+        assert "ann@prospect.io" in page.inner_text("#qualifications")
+        j.check("campaign_qualified")
         page.click("button:has-text('Draft and audit')")
         assert page.url.split("?")[0].endswith("/app/review")
         assert "Audit passed." in page.inner_text("article.draft")

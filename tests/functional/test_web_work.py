@@ -1,7 +1,7 @@
 """The web app's outbound and AI pages over the real tenant app with the fake LLM provider:
-campaign with schedule, sequence steps and A/B variants, enrolment, AI settings, drafting, the
-review queue (approve, edit, reject with audit results), stage runs with the prompt viewable,
-and a mailbox whose connection test fails is not saved."""
+campaign with schedule, sequence steps and A/B variants, enrolment, AI settings, qualification,
+drafting, the review queue (approve, edit, reject with audit results), stage runs with the
+prompt viewable, and a mailbox whose connection test fails is not saved."""
 
 from __future__ import annotations
 
@@ -48,8 +48,8 @@ def post(client: httpx.Client, path: str, page: str, **fields: str) -> httpx.Res
 def test_campaign_review_queue_and_runs(
     ui: tuple[httpx.Client, RecordingQueue, dict[str, int]],
 ) -> None:
-    """Create a campaign with two steps (A/B on the first), enrol, draft with the fake
-    provider, approve one draft (queued), edit and reject others; runs show prompts."""
+    """Create a campaign with two steps (A/B on the first), enrol, qualify and draft with the
+    fake provider, approve one draft (queued), edit and reject others; runs show prompts."""
     client, queue, seeded = ui
     made = post(
         client,
@@ -113,6 +113,17 @@ def test_campaign_review_queue_and_runs(
         opt_out_line="Reply STOP to opt out.",
     )
     assert ai.status_code == 303, ai.text
+    qualified = post(client, page_path, page_path, action="qualify", limit="3")
+    assert qualified.status_code == 303, qualified.text
+    detail = client.get(page_path).text
+    assert (
+        len(
+            re.findall(
+                r"<tr><td>[^<]+@[^<]+</td><td>(?:qualified|not_qualified|needs_review)", detail
+            )
+        )
+        == 3
+    )
     drafted = post(client, page_path, page_path, action="draft", limit="3")
     assert drafted.status_code == 303 and drafted.headers["location"].startswith("/app/review")
     queue_page = client.get("/app/review").text

@@ -208,15 +208,35 @@ def _ai_settings(
         return None
 
 
+def _qualifications(
+    conn: psycopg.Connection[Any], key: DataKey, ws: int, campaign_id: int
+) -> list[dict[str, Any]]:
+    """The latest qualification of each enrolled lead for the campaign's brand."""
+    with workspace_tx(conn, ws):
+        cur = conn.cursor(row_factory=dict_row)
+        return cur.execute(
+            "SELECT DISTINCT ON (q.lead_id) q.lead_id, q.verdict, q.score, q.created_at,"
+            " pgp_sym_decrypt(q.reason, %(k)s) AS reason,"
+            " pgp_sym_decrypt(l.email, %(k)s) AS email"
+            " FROM ai_qualifications q JOIN campaigns c ON c.brand_id = q.brand_id"
+            " JOIN enrollments e ON e.campaign_id = c.id AND e.lead_id = q.lead_id"
+            " JOIN leads l ON l.id = q.lead_id WHERE c.id = %(c)s"
+            " ORDER BY q.lead_id, q.id DESC LIMIT 200",
+            {"k": key.column_key, "c": campaign_id},
+        ).fetchall()
+
+
 async def campaign_page(ctx: Ctx) -> Response:
     campaign_id = int(ctx.request.path_params["campaign_id"])
     campaign = await ctx.db(_campaign, ctx.key, ctx.workspace_id, campaign_id)
     keys = await ctx.db(keychain.list_keys, ctx.key, ctx.workspace_id)
     ai = await ctx.db(_ai_settings, ctx.key, ctx.workspace_id, campaign_id)
+    qualified = await ctx.db(_qualifications, ctx.key, ctx.workspace_id, campaign_id)
     return ctx.render(
         "campaign.html",
         "campaigns",
         c=campaign,
+        qualified=qualified,
         keys=[k for k in keys if k["kind"] not in ("smtp", "imap", "enrichment")],
         ai=ai,
         weekdays=dict(WEEKDAYS),
@@ -296,6 +316,29 @@ async def campaign_post(ctx: Ctx) -> Response:
             )
 
         await ctx.db(run)
+    elif action == "qualify":
+        settings = await ctx.db(_ai_settings, ctx.key, ws, campaign_id)
+        if settings is None or settings.key_id is None:
+            raise BadRequest("save the campaign's AI settings first")
+        svc = _ai(ctx.request)
+        limit = _int(f.get("limit", "10"), "how many", 1, 50)
+
+        def to_qualify(conn: psycopg.Connection[Any]) -> list[int]:
+            with workspace_tx(conn, ws):
+                return [
+                    int(r[0])
+                    for r in conn.execute(
+                        "SELECT lead_id FROM enrollments WHERE campaign_id = %s AND lead_id NOT IN"
+                        " (SELECT lead_id FROM ai_qualifications WHERE brand_id = %s)"
+                        " ORDER BY lead_id LIMIT %s",
+                        (campaign_id, settings.brand_id, limit),
+                    ).fetchall()
+                ]
+
+        for lead_id in await ctx.db(to_qualify):
+            await run_in_threadpool(
+                svc.qualify, ws, lead_id, settings.brand_id, settings.key_id, settings.model
+            )
     elif action == "draft":
         svc = _ai(ctx.request)
         limit = _int(f.get("limit", "10"), "how many", 1, 50)
