@@ -79,7 +79,7 @@ class EcsConfig:
     log_group: str
     aws_region: str
     domain: str
-    postgres_image: str = "public.ecr.aws/docker/library/postgres:17-bookworm"
+    postgres_image: str = "public.ecr.aws/docker/library/postgres:15-bookworm"
     family: str = "paitho-tenant"
     cpu: str = "512"
     memory: str = "1024"
