@@ -72,9 +72,13 @@ class OutboundEngine:
             for ws in workspaces.list_all(conn):
                 workspace_id = int(ws["id"])
                 queue.plan(conn, key, workspace_id, self.clock(), self.origin, self.caps)
-                Sender(
+                sender = Sender(
                     conn, key, workspace_id, self._smtp, self._imap, self.clock, probe_conn=probe
-                ).run_once()
+                )
+                try:
+                    sender.run_once()
+                finally:
+                    sender.shutdown()
                 for mailbox_id in store.mailbox_ids(conn, workspace_id):
                     try:
                         Receiver(

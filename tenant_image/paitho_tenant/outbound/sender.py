@@ -92,6 +92,11 @@ class Sender:
             )
         return self._mailboxes[mailbox_id]
 
+    def shutdown(self) -> None:
+        """Close SMTP sessions and stop the suppression probe's thread (the end of its use)."""
+        self.close()
+        self._probe.shutdown(wait=True)
+
     def close(self) -> None:
         """Close SMTP sessions (the sender stays usable: they reopen on demand)."""
         for smtp in self._smtp.values():
