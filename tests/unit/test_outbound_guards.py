@@ -3,13 +3,14 @@ resolver, and the validation of a mailbox body."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import dns.exception
 import dns.resolver
 import pytest
 from paitho_tenant.errors import BadRequest
-from paitho_tenant.outbound import guardrails
+from paitho_tenant.outbound import guardrails, store
 from paitho_tenant.outbound.web import parse_mailbox
 
 
@@ -91,3 +92,22 @@ def test_parse_mailbox_refuses_bad_fields(field: str, value: Any) -> None:
         parse_mailbox({**GOOD, field: value})
     assert field in info.value.message
     assert "app-password-123" not in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("timezone", "window", "days", "field"),
+    [
+        ("Mars/Olympus", (dt.time(9), dt.time(17)), [1], "timezone"),
+        ("UTC", (dt.time(17), dt.time(9)), [1], "window"),
+        ("UTC", (dt.time(9), dt.time(17)), [], "send_days"),
+        ("UTC", (dt.time(9), dt.time(17)), [0, 8], "send_days"),
+    ],
+)
+def test_campaign_schedule_is_checked(
+    timezone: str, window: tuple[dt.time, dt.time], days: list[int], field: str
+) -> None:
+    """A schedule that could never send is refused, naming what is wrong."""
+    with pytest.raises(BadRequest) as info:
+        store.check_campaign(timezone, window, days, 7)
+    assert field in info.value.message
+    store.check_campaign("Europe/Berlin", (dt.time(9), dt.time(17)), [1, 2, 3, 4, 5], 7)

@@ -12,6 +12,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg
 from psycopg.rows import dict_row
@@ -178,6 +179,22 @@ class Variant:
     body: str
 
 
+def check_campaign(
+    timezone: str, window: tuple[dt.time, dt.time], send_days: Sequence[int], ooo_days: int
+) -> None:
+    """BadRequest unless the schedule can ever send (pure; names the field at fault)."""
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise BadRequest("timezone must be an IANA time zone name such as Europe/Berlin") from exc
+    if not window[0] < window[1]:
+        raise BadRequest("the send window must start before it ends (same day)")
+    if not send_days or not set(send_days) <= set(range(1, 8)):
+        raise BadRequest("send_days must be ISO weekdays 1 (Monday) to 7 (Sunday)")
+    if ooo_days < 1:
+        raise BadRequest("ooo_default_days must be at least 1")
+
+
 def create_campaign(
     conn: psycopg.Connection[Any],
     workspace_id: int,
@@ -188,6 +205,7 @@ def create_campaign(
     send_days: Sequence[int] = (1, 2, 3, 4, 5),
     ooo_default_days: int = 7,
 ) -> int:
+    check_campaign(timezone, window, send_days, ooo_default_days)
     with workspace_tx(conn, workspace_id):
         row = conn.execute(
             "INSERT INTO campaigns (brand_id, name, timezone, window_start, window_end,"
