@@ -97,14 +97,18 @@ def _finish(proc: subprocess.Popen[str]) -> dict[str, int]:
     return result
 
 
-def _campaign(tenant: Tenant, mail: MailWorld) -> int:
+def _campaign(tenant: Tenant, mail: MailWorld, sent_copy: str = "provider") -> int:
     conn, key, ws = tenant.conn, tenant.key, tenant.workspace_id
     ids = tenant.add_leads(
         [(f"crash{n:02d}@prospect.test", {"first_name": f"C{n}"}) for n in range(LEADS)]
     )
     user = "sales1@acme.test"
     store.create_mailbox(
-        conn, key, ws, mail.spec(user, daily_cap=1000, ramp_start=1000), mail.users[user]
+        conn,
+        key,
+        ws,
+        mail.spec(user, daily_cap=1000, ramp_start=1000, sent_copy=sent_copy),
+        mail.users[user],
     )
     campaign = store.create_campaign(
         conn, ws, tenant.brand(), "crash", "UTC", (dt.time(0), dt.time(23, 59, 59)), range(1, 8)
@@ -183,3 +187,27 @@ def test_sigkill_at_random_moments(tenant: Tenant, mail_world: MailWorld) -> Non
         ).fetchall()
     assert len(counts) == LEADS * STEPS, (sorted(counts), rows)
     assert set(counts.values()) == {1}
+
+
+def test_crash_without_provider_copy_is_never_resent(tenant: Tenant, mail_world: MailWorld) -> None:
+    """Where the provider keeps no Sent copy and the engine died before filing its own, the
+    outcome cannot be known: the row becomes 'uncertain' and is never sent again (at most
+    once), while every other message still goes out exactly once."""
+    mail_world.handler.file_sent = None
+    _campaign(tenant, mail_world, sent_copy="append")
+    proc = _start(tenant, mail_world, hang_after=2)
+    assert proc.stdout is not None
+    send_id = int(proc.stdout.readline().split()[1])
+    _kill(proc)
+    time.sleep(1.1)
+    result = _finish(_start(tenant, mail_world))
+    assert result["settled_uncertain"] == 1
+    with workspace_tx(tenant.conn, tenant.workspace_id):
+        state = tenant.conn.execute(
+            "SELECT state FROM outbound_messages WHERE id = %s", (send_id,)
+        ).fetchone()
+    assert state is not None and state[0] == "uncertain"
+    counts = _counts(mail_world)
+    assert set(counts.values()) == {1}
+    # the uncertain lead's step 1 reached the server once; its step 2 waits for a person
+    assert len(counts) == LEADS * STEPS - 1
