@@ -163,7 +163,12 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     with psycopg.connect(owner_conninfo(_conninfo(args)), autocommit=True) as conn:
         result = audit.verify(conn)
     if result.ok:
-        print(f"audit chain intact: {result.rows} rows")
+        since = (
+            f", from row {result.anchor_seq + 1} after {result.pruned_segments} pruned segment(s)"
+            if result.anchor_seq
+            else ""
+        )
+        print(f"audit chain intact: {result.rows} rows{since}")
         return 0
     for problem in result.problems:
         print(f"{problem.kind}: {problem.message}")

@@ -162,6 +162,27 @@ CORE_TABLES: tuple[Table, ...] = (
         (*_meta("id", "seq"), Column("hash", CHAIN_HASH)),
     ),
     Table(
+        "audit_checkpoints",
+        "Audit log (auth + admin actions)",
+        IN_DOCKER,
+        "none (seq numbers, chain hashes and times only)",
+        "for the life of the tenant (a pruned segment's checkpoint is the chain's anchor)",
+        False,
+        (
+            *_meta(
+                "segment",
+                "first_seq",
+                "last_seq",
+                "first_at",
+                "last_at",
+                "row_count",
+                "created_at",
+                "pruned_at",
+            ),
+            Column("last_hash", CHAIN_HASH, "hash of the segment's last row"),
+        ),
+    ),
+    Table(
         "accounts",
         "Your team's accounts",
         IN_DOCKER,

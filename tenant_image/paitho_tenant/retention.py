@@ -11,8 +11,9 @@ deletes a period's object when it destroys the key. An older backup therefore re
 shredded periods unreadable, even with the passphrase and the private key.
 
 Also here: backups older than the customer's chosen retention are deleted at the destination
-(the newest one is always kept). Pruning of audit-log segments is not implemented here: it
-needs a checkpoint anchor in audit.verify (see the report of issue 5).
+(the newest one is always kept). Audit-log segments whose newest row is more than 12 months old
+are pruned whole (audit.prune: checkpointed monthly, pruned by the owner's SECURITY DEFINER
+function, the pruning itself an audit entry; the chain still verifies from the anchor).
 """
 
 from __future__ import annotations
@@ -202,6 +203,15 @@ def shred_stage_runs(
     return cleared, sorted(periods)
 
 
+def prune_audit_segments(owner_conninfo: str, now: datetime) -> int:
+    """Checkpoint finished months and prune audit segments older than 12 months as of `now`
+    (the database never prunes by a clock later than its own). Returns the segments pruned."""
+    from paitho_tenant import audit
+
+    with psycopg.connect(owner_conninfo) as conn, conn.transaction():
+        return audit.prune(conn, now, actor="retention")
+
+
 def delete_old_backups(destination: Destination, tenant: str, now: datetime, keep_days: int) -> int:
     """Delete this tenant's dumps older than `keep_days` (never the newest one)."""
     dumps = sorted(
@@ -225,9 +235,11 @@ def apply(
     keep_backup_days: int | None = None,
 ) -> RetentionResult:
     """The nightly retention: shred expired stage-run periods (and their escrowed keys at the
-    destination), then delete backups beyond the customer's retention."""
+    destination), prune audit segments older than 12 months, then delete backups beyond the
+    customer's retention."""
     started = datetime.now(UTC)
     cleared, periods = shred_stage_runs(owner_conninfo, now)
+    segments = prune_audit_segments(owner_conninfo, now)
     if destination is not None:
         for period in periods:
             destination.delete(key_object_name(tenant, period))
@@ -235,10 +247,12 @@ def apply(
     if destination is not None and keep_backup_days is not None:
         deleted = delete_old_backups(destination, tenant, now, keep_backup_days)
     log.info(
-        "tenant=%s retention: %d stage runs cleared, %d periods destroyed, %d backups deleted",
+        "tenant=%s retention: %d stage runs cleared, %d periods destroyed,"
+        " %d audit segments pruned, %d backups deleted",
         tenant,
         cleared,
         len(periods),
+        segments,
         deleted,
     )
     return RetentionResult(
@@ -248,5 +262,6 @@ def apply(
         outcome="succeeded",
         stage_runs_shredded=cleared,
         periods_destroyed=len(periods),
+        audit_segments_pruned=segments,
         backups_deleted=deleted,
     )
