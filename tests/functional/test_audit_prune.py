@@ -45,7 +45,7 @@ def _seed(cluster: RunningCluster, now: datetime) -> None:
     """Backdated, correctly chained rows from HISTORY, then two live rows from the app role."""
     with superuser_conn(cluster) as conn, conn.transaction():
         conn.execute("SET LOCAL session_replication_role = replica")
-        head = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
+        head: Any = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
         assert head is not None
         seq, prev = int(head[0]), bytes(head[1])
         for months, count in HISTORY:
@@ -53,7 +53,7 @@ def _seed(cluster: RunningCluster, now: datetime) -> None:
                 seq += 1
                 at = months_ago(now, months) + timedelta(minutes=minute)
                 detail = Jsonb({"n": seq})
-                row = conn.execute(
+                row: Any = conn.execute(
                     "SELECT audit_row_hash(%s, %s, 'account:1', 'test.old', %s)",
                     (prev, at, detail),
                 ).fetchone()
@@ -82,12 +82,14 @@ def _prune(cluster: RunningCluster, as_of: datetime) -> int:
 def _tamper(cluster: RunningCluster, statement: str) -> None:
     with superuser_conn(cluster) as conn, conn.transaction():
         conn.execute("SET LOCAL session_replication_role = replica")
-        conn.execute(statement)  # type: ignore[arg-type]
+        conn.execute(statement)
 
 
 def _actions(cluster: RunningCluster) -> list[tuple[int, str, dict[str, Any]]]:
     with owner_conn(cluster) as conn:
-        rows = conn.execute("SELECT seq, action, detail FROM audit_log ORDER BY seq").fetchall()
+        rows: list[Any] = conn.execute(
+            "SELECT seq, action, detail FROM audit_log ORDER BY seq"
+        ).fetchall()
     return [(int(r[0]), str(r[1]), dict(r[2])) for r in rows]
 
 
@@ -135,8 +137,14 @@ def test_retention_prunes_whole_old_segments_and_logs_it(tenant_cluster: Running
     again = apply("acme", owner, None, now)
     assert again.audit_segments_pruned == 0 and len(_actions(tenant_cluster)) == 6
     cli = subprocess.run(
-        [sys.executable, "-m", "paitho_tenant.cli", "--db", tenant_cluster.conninfo()]
-        + ["audit-verify"],
+        [
+            sys.executable,
+            "-m",
+            "paitho_tenant.cli",
+            "--db",
+            tenant_cluster.conninfo(),
+            "audit-verify",
+        ],
         capture_output=True,
         text=True,
         check=False,
@@ -183,7 +191,7 @@ def test_app_role_cannot_prune_checkpoint_or_bypass(tenant_cluster: RunningClust
             "TRUNCATE audit_log",
         ):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                conn.execute(statement)  # type: ignore[arg-type]
+                conn.execute(statement)
         assert len(conn.execute("SELECT * FROM audit_checkpoints").fetchall()) == 5
     with owner_conn(tenant_cluster) as conn:
         conn.execute("SET paitho.audit_prune = 'on'")
@@ -197,14 +205,14 @@ def test_app_role_cannot_prune_checkpoint_or_bypass(tenant_cluster: RunningClust
             "UPDATE audit_log SET detail = '{}' WHERE seq = 1",
         ):
             with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
-                conn.execute(statement)  # type: ignore[arg-type]
+                conn.execute(statement)
     verification = _verify(tenant_cluster)
     assert verification.ok and verification.rows == 12  # 10 backdated, 2 live
 
 
 def test_hand_rolled_prune_without_its_log_entry_is_detected(
-    tenant_cluster: RunningCluster,
-) -> None:  # noqa: F811
+    tenant_cluster: RunningCluster,  # noqa: F811
+) -> None:
     """The owner setting the flag itself and deleting an old segment (no pruning entry) is
     caught: the anchor is not the one the log vouches for."""
     now = datetime.now(UTC)
