@@ -299,6 +299,8 @@ def test_campaign_send_and_reply_in_chromium(
         page.fill("#mb-pass", world.users[user])
         page.click("button:has-text('Test and save')")
         assert user in page.inner_text("table")
+        page.click("button:has-text('Test Sales one')")
+        assert "Sales one: SMTP and IMAP both answered" in page.inner_text("main")
         j.check("mailboxes_added")
 
         j.go("/app/campaigns")

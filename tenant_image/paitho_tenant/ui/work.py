@@ -75,6 +75,21 @@ async def mailboxes_post(ctx: Ctx) -> Response:
     from paitho_tenant.outbound.errors import MailboxCheckFailed
     from paitho_tenant.outbound.web import parse_mailbox
 
+    if ctx.form.get("action") == "retest":
+        mailbox_id = _int(ctx.form.get("mailbox_id"), "mailbox", 1)
+        config = await ctx.db(store.load_mailbox, ctx.key, ctx.workspace_id, mailbox_id)
+        try:
+            result = await run_in_threadpool(mailbox.check, config.spec, config.secret)
+        except MailboxCheckFailed as exc:
+            ctx.error, ctx.status = (
+                f"{config.spec.label}: connection test failed at {exc.check}: {exc.message}",
+                422,
+            )
+            return await mailboxes_page(ctx)
+        ctx.note = (
+            f"{config.spec.label}: SMTP and IMAP both answered; sent folder {result.sent_folder}."
+        )
+        return await mailboxes_page(ctx)
     data: dict[str, Any] = dict(ctx.form)
     for name in ("smtp_port", "imap_port", "daily_cap"):
         data[name] = _int(ctx.form.get(name), name, 0, 65535)
