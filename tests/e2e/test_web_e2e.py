@@ -161,7 +161,7 @@ def test_tenant_journey_in_chromium(tenant_cluster: RunningCluster, tmp_path: Pa
         page.click("a[rel=next]")
         assert "lead050@prospects.io" in page.inner_text("#leads")
         page.fill("#lead-email", "Lead042@Prospects.io")
-        page.click("button:has-text('Apply')")
+        page.click("button:has-text('Search')")
         page.wait_for_selector("caption:has-text('Lead found')")
         assert "Firma 42" in page.inner_text("#leads")
         j.check("leads_search")

@@ -182,7 +182,11 @@ async def _read_form(ctx: Ctx) -> None:
 PageFn = Callable[[Ctx], Awaitable[Response]]
 
 
-def page(get: PageFn, post: PageFn | None = None) -> Callable[[Request], Awaitable[Response]]:
+def page(
+    get: PageFn, post: PageFn | None = None, reads_only: bool = False
+) -> Callable[[Request], Awaitable[Response]]:
+    """`reads_only`: the POST only reads (a search), so it works in read-only mode too."""
+
     async def endpoint(request: Request) -> Response:
         try:
             ctx = await context(request)
@@ -196,7 +200,11 @@ def page(get: PageFn, post: PageFn | None = None) -> Callable[[Request], Awaitab
             await _read_form(ctx)
         except Forbidden as exc:
             return render("error.html", 403, message=exc.message)
-        if ctx.licence.read_only and not request.url.path.startswith(READ_ONLY_WRITES):
+        if (
+            ctx.licence.read_only
+            and not reads_only
+            and not request.url.path.startswith(READ_ONLY_WRITES)
+        ):
             ctx.error, ctx.status = "The licence is not current: Paitho is read-only.", 402
             return await get(ctx)
         try:

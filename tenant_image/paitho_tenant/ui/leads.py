@@ -156,7 +156,9 @@ def _query_from(ctx: Ctx) -> LeadQuery:
 
 
 async def leads_page(ctx: Ctx) -> Response:
-    email = ctx.q("email").strip()
+    """GET lists (filters in the query string); POST searches by email (a lead's address never
+    travels in a URL, where proxies and browser history would keep it)."""
+    email = ctx.form.get("email", "").strip()
     found: dict[str, Any] | None = None
     searched = False
     query = LeadQuery()

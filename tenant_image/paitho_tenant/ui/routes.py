@@ -35,7 +35,9 @@ def routes() -> list[Route]:
         Route("/app/dsar", page(core.export_page, core.dsar_post), methods=["POST"]),
         Route("/app/settings", page(core.settings_page, core.settings_post), methods=both),
         Route("/app/licence", page(core.licence_page), methods=["GET"]),
-        Route("/app/leads", page(leads.leads_page), methods=["GET"]),
+        Route(
+            "/app/leads", page(leads.leads_page, leads.leads_page, reads_only=True), methods=both
+        ),
         Route("/app/leads/import", page(leads.import_page, leads.import_upload), methods=both),
         Route(
             "/app/leads/import/{token}",
