@@ -383,7 +383,17 @@ def _queue(conn: psycopg.Connection[Any], key: DataKey, ws: int, status: str | N
     from paitho_tenant.ai import review
 
     rows = review.list_drafts(conn, ws, status, limit=50)
-    return [review.get_draft(conn, key, ws, int(r["id"])) for r in rows]
+    drafts = [review.get_draft(conn, key, ws, int(r["id"])) for r in rows]
+    with workspace_tx(conn, ws):
+        emails = dict(
+            conn.execute(
+                "SELECT id, pgp_sym_decrypt(email, %s) FROM leads WHERE id = ANY(%s)",
+                (key.column_key, [d["lead_id"] for d in drafts]),
+            ).fetchall()
+        )
+    for d in drafts:
+        d["lead_email"] = emails.get(d["lead_id"], f"lead {d['lead_id']}")
+    return drafts
 
 
 async def review_page(ctx: Ctx) -> Response:
