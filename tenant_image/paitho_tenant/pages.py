@@ -1,7 +1,8 @@
-"""The tenant's few HTML pages (setup, unlock, trust) and its OpenAPI document.
+"""The trust page (the data inventory as HTML, reused by the control plane) and the OpenAPI
+document. The web app's pages are jinja2 templates (`templates/`, rendered by `ui/`).
 
-Pages carry no script and no inline style (the CSP forbids both) and load nothing from
-anywhere else.
+The trust page carries no script and no inline style (the CSP forbids both) and loads nothing
+from anywhere else.
 """
 
 from __future__ import annotations
@@ -21,45 +22,6 @@ _TAIL = "</main></body></html>"
 
 def _page(title: str, body: str) -> str:
     return _HEAD.format(title=escape(title)) + body + _TAIL
-
-
-def unlock_page(csrf: str, message: str = "") -> str:
-    note = f"<p role=alert>{escape(message)}</p>" if message else ""
-    return _page(
-        "Unlock your Paitho",
-        note + "<p>This tenant is sealed. Enter your passphrase to unlock it.</p>"
-        "<form method=post action=/unlock>"
-        f"<input type=hidden name=csrf_token value='{escape(csrf)}'>"
-        "<label>Passphrase <input type=password name=passphrase autocomplete=off required>"
-        "</label> <button>Unlock</button></form>",
-    )
-
-
-def setup_page(csrf: str) -> str:
-    return _page(
-        "Set up your Paitho",
-        "<form method=post action=/setup>"
-        f"<input type=hidden name=csrf_token value='{escape(csrf)}'>"
-        "<p><label>Owner email <input type=email name=owner_email required></label></p>"
-        "<p><label>Owner password <input type=password name=owner_password minlength=12"
-        " required></label></p>"
-        "<p><label>Passphrase (leave empty to get a generated one)"
-        " <input type=password name=passphrase autocomplete=off></label></p>"
-        "<button>Set up</button></form>",
-    )
-
-
-def passphrase_page(passphrase: str) -> str:
-    return _page(
-        "Your passphrase",
-        "<p>Write this down now. It is shown once; Paitho does not keep it and cannot recover "
-        "it. Without it your data cannot be read by anyone.</p>"
-        f"<p><code>{escape(passphrase)}</code></p><p><a href=/>Continue</a></p>",
-    )
-
-
-def status_page(state: str) -> str:
-    return _page("Paitho", f"<p>This tenant is {escape(state)}.</p><p><a href=/trust>Trust</a></p>")
 
 
 def trust_page() -> str:
