@@ -105,6 +105,25 @@ DROP TRIGGER IF EXISTS audit_delete_guard ON audit_log;
 CREATE TRIGGER audit_delete_guard BEFORE DELETE ON audit_log
     FOR EACH ROW EXECUTE FUNCTION audit_delete_guard();
 
+-- The pruning entry vouches for the anchor (audit.verify): only the owner (in practice
+-- audit_prune()) may write one, never the app role.
+CREATE OR REPLACE FUNCTION audit_reserved_action() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = public
+    AS $$
+    BEGIN
+        IF NEW.action = 'audit.segments_pruned'
+            AND NOT pg_has_role(current_user, 'paitho_owner', 'USAGE') THEN
+            RAISE EXCEPTION 'audit action % is reserved to audit_prune()', NEW.action
+                USING ERRCODE = 'insufficient_privilege';
+        END IF;
+        RETURN NEW;
+    END
+    $$;
+
+DROP TRIGGER IF EXISTS audit_reserved_action ON audit_log;
+CREATE TRIGGER audit_reserved_action BEFORE INSERT ON audit_log
+    FOR EACH ROW EXECUTE FUNCTION audit_reserved_action();
+
 -- Close every whole UTC month before `as_of` (never later than the database clock) that is not
 -- checkpointed yet, one segment per month. Returns how many segments were closed.
 CREATE OR REPLACE FUNCTION audit_checkpoint(as_of timestamptz DEFAULT now())
