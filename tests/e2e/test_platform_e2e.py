@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -110,3 +112,23 @@ def test_restart_of_the_platform_brings_tenants_back_and_stops_cleanly(work_root
         assert second.show("phoenix")["state"] == "running"
     finally:
         assert stop_stack(second, signal.SIGTERM) == 0
+
+
+def test_a_failed_start_stops_what_it_started(stack: Stack, work_root: Path) -> None:
+    """A second platform on a taken edge port fails with a reason and leaves no process."""
+    home = work_root / "clash"
+    env = {**stack.env, "PAITHO_HOME": str(home)}
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "paitho"), "up"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "edge" in (done.stdout + done.stderr).lower()
+    leftovers = subprocess.run(
+        ["pgrep", "-f", str(home)], capture_output=True, text=True, check=False
+    ).stdout.split()
+    assert leftovers == []

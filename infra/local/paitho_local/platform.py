@@ -59,6 +59,17 @@ class Platform:
         self._stopped = threading.Event()
 
     def start(self) -> Running:
+        """Start everything; if any part fails, stop what already started, then re-raise."""
+        self._undo: list[Callable[[], None]] = []
+        try:
+            return self._start()
+        except BaseException:
+            for undo in reversed(self._undo):
+                with contextlib.suppress(Exception):
+                    undo()
+            raise
+
+    def _start(self) -> Running:
         s = self.settings
         s.home.mkdir(parents=True, exist_ok=True)
         (s.home / "run").mkdir(exist_ok=True)
@@ -71,8 +82,17 @@ class Platform:
                     "first or use another PAITHO_HOME"
                 )
 
+        with socket.socket() as probe:
+            try:
+                probe.bind((s.edge_host, s.edge_port))
+            except OSError as exc:
+                raise PaithoError(
+                    f"the edge cannot listen on {s.edge_host}:{s.edge_port}: {exc.strerror}; "
+                    "stop what uses it (another `make up`?) or set PAITHO_EDGE_PORT"
+                ) from exc
         aws = LocalAws(s.home, free_port(), s.aws_region)
         aws.start()
+        self._undo.append(aws.stop)
         for key, value in compose.LOCAL_CREDENTIALS.items():
             os.environ.setdefault(key, value)
         os.environ["AWS_ENDPOINT_URL"] = aws.endpoint
@@ -100,22 +120,24 @@ class Platform:
 
         supervisor = Supervisor(on_event)
         supervisor.serve(settings.supervisor_socket)
+        self._undo.append(supervisor.shutdown)
 
         control_port = settings.control_port or free_port()
         files = edge.render_config(
             settings.home, (settings.edge_host, settings.edge_port), ("127.0.0.1", control_port)
         )
         edge.check_config(files)
-        supervisor.start(
+        edge_unit = supervisor.start(
             UnitSpec(
                 "edge/haproxy",
                 edge.haproxy_argv(files),
                 log=str(files.cfg_path.with_name("haproxy.log")),
             )
         )
-        edge.wait_ready(files, timeout=15)
+        edge.wait_ready(files, timeout=15, proc=edge_unit.proc)
 
         extras: list[Callable[[], None]] = []
+        self._undo.append(lambda: [fn() for fn in extras])
         tenants = compose.tenant_service(settings, registry)
         app_module = load_app_module()
         cp_handle = start_local_control_plane(
@@ -127,6 +149,7 @@ class Platform:
             app_module.app, "127.0.0.1", control_port, settings.domain, registry
         )
         control.start()
+        self._undo.append(control.stop)
         billing_stop = threading.Event()
 
         def billing_clock() -> None:
