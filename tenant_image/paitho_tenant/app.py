@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from psycopg_pool import ConnectionPool
 from starlette.applications import Starlette
@@ -185,9 +187,25 @@ def create_app(settings: Settings) -> Starlette:
         components.unlock_lock = asyncio.Lock()
         if settings.unlock_file is not None:
             await web.unlock_from_file(components, settings.unlock_file)
+        engines: list[Any] = []
+        if settings.origin:  # unsubscribe links need the tenant's public origin
+
+            def start_engine() -> None:
+                # imported off the startup path: the tenant answers /healthz first
+                from paitho_tenant.outbound.engine import OutboundEngine
+
+                engine = OutboundEngine(
+                    app_conninfo(settings.admin_conninfo), components.vault, settings.origin or ""
+                )
+                engines.append(engine)
+                engine.start()
+
+            threading.Thread(target=start_engine, name="outbound-start", daemon=True).start()
         try:
             yield
         finally:
+            for engine in engines:
+                await run_in_threadpool(engine.stop)
             components.vault.seal()
             components.sessions.clear()
             await run_in_threadpool(pool.close)
