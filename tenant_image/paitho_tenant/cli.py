@@ -70,7 +70,7 @@ def harden_process() -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from paitho_tenant import migrate
+    from paitho_tenant import licence, migrate
     from paitho_tenant.app import Settings, create_app
     from paitho_tenant.errors import DatabaseUnavailable
 
@@ -93,6 +93,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         slug=os.environ.get("PAITHO_TENANT_SLUG", "tenant"),
         origin=os.environ.get("PAITHO_TENANT_ORIGIN") or None,
         unlock_file=unlock_file,
+        **licence.settings_from_env(os.environ),  # type: ignore[arg-type]
     )
     uvicorn.run(
         create_app(settings),
