@@ -115,7 +115,11 @@ class LocalLauncher:
         public_origin: Callable[[str], str] | None = None,
         ready_timeout: float = 60,
         sleep: Callable[[float], None] = time.sleep,
+        tenant_env: dict[str, str] | None = None,
     ) -> None:
+        """`tenant_env`: extra, non-secret settings for every tenant app (e.g. the outbound
+        engine's polling interval); never a passphrase or key."""
+        self._tenant_env = dict(tenant_env or {})
         self._home = home
         self._supervisor = supervisor
         self._bindir = bindir or pgcluster.find_bindir()
@@ -251,6 +255,7 @@ class LocalLauncher:
         }
         if self._origin is not None:
             env["PAITHO_TENANT_ORIGIN"] = self._origin(spec.slug)
+        env.update(self._tenant_env)
         self._supervisor.start(
             f"{spec.slug}/app",
             [*self._tenant_cmd, "serve", "--host", "127.0.0.1", "--port", str(app_port)],

@@ -42,6 +42,7 @@ class Settings:
     admin_conninfo: str
     slug: str = "tenant"
     origin: str | None = None
+    outbound_interval: float = 30.0
     unlock_file: Path | None = None
     pool_max: int = 8
     # The control plane's licence token file and its trusted Ed25519 public keys (key id, raw
@@ -195,7 +196,10 @@ def create_app(settings: Settings) -> Starlette:
                 from paitho_tenant.outbound.engine import OutboundEngine
 
                 engine = OutboundEngine(
-                    app_conninfo(settings.admin_conninfo), components.vault, settings.origin or ""
+                    app_conninfo(settings.admin_conninfo),
+                    components.vault,
+                    settings.origin or "",
+                    interval=settings.outbound_interval,
                 )
                 engines.append(engine)
                 engine.start()

@@ -67,6 +67,15 @@ def harden_process() -> None:
         logging.getLogger("paitho_tenant").warning("could not mark the process non-dumpable")
 
 
+def _interval(raw: str | None) -> float:
+    """PAITHO_OUTBOUND_INTERVAL: seconds between outbound engine passes (default 30)."""
+    try:
+        value = float(raw) if raw else 30.0
+    except ValueError:
+        value = 30.0
+    return min(max(value, 0.5), 3600.0)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -93,6 +102,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         slug=os.environ.get("PAITHO_TENANT_SLUG", "tenant"),
         origin=os.environ.get("PAITHO_TENANT_ORIGIN") or None,
         unlock_file=unlock_file,
+        outbound_interval=_interval(os.environ.get("PAITHO_OUTBOUND_INTERVAL")),
         **licence.settings_from_env(os.environ),  # type: ignore[arg-type]
     )
     uvicorn.run(

@@ -14,6 +14,9 @@ from chalicelib.settings import Settings, from_env
 from chalicelib.tenants import TenantService
 from paitho_local.edge import edge_files
 
+# Non-secret tenant settings the platform passes from its own environment to tenant apps.
+TENANT_SETTINGS = frozenset({"PAITHO_OUTBOUND_INTERVAL"})
+
 LOCAL_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "paitho-local",
     "AWS_SECRET_ACCESS_KEY": "paitho-local",
@@ -47,8 +50,12 @@ def launcher(settings: Settings) -> LocalLauncher:
     def origin(slug: str) -> str:
         return settings.tenant_url(slug, "").rstrip("/")
 
+    passthrough = {k: v for k, v in settings.extra.items() if k in TENANT_SETTINGS}
     return LocalLauncher(
-        settings.home, SupervisorClient(settings.supervisor_socket), public_origin=origin
+        settings.home,
+        SupervisorClient(settings.supervisor_socket),
+        public_origin=origin,
+        tenant_env=passthrough,
     )
 
 
