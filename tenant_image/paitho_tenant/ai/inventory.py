@@ -110,7 +110,7 @@ TABLES: tuple[Table, ...] = (
             Column("body", ENCRYPTED),
             Column("audit_reasons", ENCRYPTED),
             *_meta("draft_run_id", "audit_run_id", "edited", "decided_by", "decided_at"),
-            *_meta("created_at"),
+            *_meta("created_at", "outbound_id", "sent_at", "send_error"),
         ),
     ),
     Table(

@@ -9,6 +9,8 @@ claiming them with `SELECT … FOR UPDATE SKIP LOCKED`, and the state transition
 
 A row and its Message-ID exist before any SMTP traffic; `(enrollment, position)` is unique,
 so a step is planned at most once, and settlement decides what a crash left behind.
+In a campaign with AI settings a step's text is its queued AI draft (see `drafts`), planned
+into the same row and sent the same way; the row's outcome is written back to the draft.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from psycopg.rows import dict_row
 
 from paitho_tenant.crypto import COLUMN_OPTIONS, DataKey
 from paitho_tenant.db import workspace_tx
-from paitho_tenant.outbound import compose, schedule, templating
+from paitho_tenant.outbound import compose, drafts, schedule, templating
 from paitho_tenant.outbound.errors import TemplateError
 from paitho_tenant.outbound.tokens import UnsubscribeSigner, new_token
 
@@ -36,10 +38,12 @@ _ENQUEUE = (
     " o AS (INSERT INTO outbound_messages (enrollment_id, position, variant_id, mailbox_id,"
     " token, not_before, queued_on, message_row, raw) SELECT %(e)s, %(pos)s, %(v)s, %(mb)s,"
     " %(tok)s, %(now)s, %(day)s, m.id,"
-    " pgp_sym_encrypt(%(raw)s, %(k)s, '" + COLUMN_OPTIONS + "') FROM m RETURNING id)"
+    " pgp_sym_encrypt(%(raw)s, %(k)s, '" + COLUMN_OPTIONS + "') FROM m RETURNING id),"
+    " d AS (UPDATE ai_drafts SET outbound_id = (SELECT id FROM o) WHERE id = %(draft)s)"
     " UPDATE enrollments SET mailbox_id = %(mb)s, next_position = next_position + 1,"
     " thread_tokens = thread_tokens || %(tok)s::text, thread_root = coalesce(thread_root,"
-    " %(tok)s), due_at = %(inflight)s WHERE id = %(e)s"
+    " %(tok)s), due_at = %(inflight)s, status_reason = nullif(status_reason, %(waiting)s)"
+    " WHERE id = %(e)s"
 )
 MAX_ATTEMPTS = 8
 
@@ -71,7 +75,7 @@ def _steps(conn: psycopg.Connection[Any], key: DataKey, campaign_id: int) -> dic
     rows = cur.execute(
         "SELECT s.position, s.delay_days, s.business_days, v.id AS variant_id, v.label,"
         " pgp_sym_decrypt(v.subject, %(k)s) AS subject, pgp_sym_decrypt(v.body, %(k)s) AS body"
-        " FROM campaign_steps s JOIN step_variants v ON v.step_id = s.id"
+        " FROM campaign_steps s LEFT JOIN step_variants v ON v.step_id = s.id"
         " WHERE s.campaign_id = %(c)s ORDER BY s.position, v.label",
         {"k": key.column_key, "c": campaign_id},
     ).fetchall()
@@ -85,7 +89,8 @@ def _campaign(conn: psycopg.Connection[Any], key: DataKey, campaign_id: int) -> 
     cur = conn.cursor(row_factory=dict_row)
     row = cur.execute(
         "SELECT c.*, pgp_sym_decrypt(b.sending_identity, %(k)s) AS from_name,"
-        " pgp_sym_decrypt(f.postal_address, %(k)s) AS postal"
+        " pgp_sym_decrypt(f.postal_address, %(k)s) AS postal,"
+        " EXISTS (SELECT 1 FROM ai_campaign_settings a WHERE a.campaign_id = c.id) AS ai"
         " FROM campaigns c JOIN brands b ON b.id = c.brand_id"
         " LEFT JOIN brand_footers f ON f.brand_id = c.brand_id WHERE c.id = %(c)s",
         {"k": key.column_key, "c": campaign_id},
@@ -135,6 +140,7 @@ def plan(
     signer = UnsubscribeSigner(key)
     today = schedule.utc_day(now)
     with workspace_tx(conn, workspace_id):
+        drafts.sweep(conn, key, now)
         conn.execute(
             "UPDATE enrollments SET status = 'active', due_at = greatest(due_at, paused_until),"
             " paused_until = NULL WHERE status = 'paused' AND paused_until <= %s",
@@ -189,8 +195,8 @@ def _plan_one(
     result: PlanResult,
 ) -> None:
     steps = camp["steps"]
-    variants = steps.get(e["next_position"])
-    if not variants:
+    variants = [v for v in steps.get(e["next_position"], []) if v["variant_id"] is not None]
+    if e["next_position"] not in steps or not (variants or camp["ai"]):
         _leave(conn, e["id"], "completed", "every step sent")
         result.completed += 1
         return
@@ -217,19 +223,30 @@ def _plan_one(
         _leave(conn, e["id"], "blocked", "the brand has no postal address for the footer")
         result.blocked += 1
         return
-    profile = json.loads(e["profile"]) if e["profile"] else {}
-    values = templating.lead_values(e["email"], profile, {})
-    variant = variants[e["id"] % len(variants)]
-    try:
-        subject = templating.render(variant["subject"], values)
-        if not subject.strip():
-            first = steps[1][e["id"] % len(steps[1])]
-            subject = "Re: " + templating.render(first["subject"], values)
-        body = templating.render(variant["body"], values)
-    except TemplateError as exc:
-        _leave(conn, e["id"], "blocked", exc.message)
-        result.blocked += 1
-        return
+    draft_id: int | None = None
+    variant_id: int | None = None
+    if camp["ai"]:
+        found = drafts.queued(conn, key, e["campaign_id"], e["lead_id"], e["next_position"])
+        if found is None:
+            drafts.wait(conn, e["id"], now)
+            result.deferred += 1
+            return
+        draft_id, subject, body = found  # as approved (or edited and re-audited): verbatim
+    else:
+        profile = json.loads(e["profile"]) if e["profile"] else {}
+        values = templating.lead_values(e["email"], profile, {})
+        variant = variants[e["id"] % len(variants)]
+        variant_id = variant["variant_id"]
+        try:
+            subject = templating.render(variant["subject"], values)
+            if not subject.strip():
+                first = steps[1][e["id"] % len(steps[1])]
+                subject = "Re: " + templating.render(first["subject"], values)
+            body = templating.render(variant["body"], values)
+        except TemplateError as exc:
+            _leave(conn, e["id"], "blocked", exc.message)
+            result.blocked += 1
+            return
     token = new_token()
     draft = compose.Draft(
         from_address=senders[mailbox_id],
@@ -255,7 +272,9 @@ def _plan_one(
         "k": key.column_key,
         "e": e["id"],
         "pos": e["next_position"],
-        "v": variant["variant_id"],
+        "v": variant_id,
+        "draft": draft_id,
+        "waiting": drafts.WAITING,
         "mb": mailbox_id,
         "tok": token,
         "now": now,
@@ -353,6 +372,7 @@ def mark_sent_many(
         ]
         if not enrollments:
             return
+        drafts.mark_sent(conn, job_ids, now)
         rows = conn.execute(
             "SELECT e.id, e.timezone, c.timezone, s.delay_days, s.business_days"
             " FROM enrollments e JOIN campaigns c ON c.id = e.campaign_id"
@@ -401,6 +421,7 @@ def mark_outcome(
         )
         lead_status = {"bounced": "bounced", "suppressed": "unsubscribed", "failed": "stopped"}
         if state in lead_status:
+            drafts.mark_failed(conn, job.id, reason)
             conn.execute(
                 "UPDATE enrollments SET status = %s, status_reason = %s"
                 " WHERE id = %s AND status IN ('active', 'paused')",
@@ -447,6 +468,8 @@ def requeue(conn: psycopg.Connection[Any], workspace_id: int, job_id: int, state
             " WHERE id = %s AND state = 'sending'",
             (state, job_id),
         )
+        if state == "uncertain":
+            drafts.mark_failed(conn, job_id, drafts.UNCERTAIN)
 
 
 Clock = Callable[[], dt.datetime]
