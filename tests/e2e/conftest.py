@@ -11,7 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import Message
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ class Stack:
     edge_port: int
     proc: subprocess.Popen[str]
     log_path: Path
+    extra_env: dict[str, str] = field(default_factory=dict)  # e.g. PAITHO_OUTBOUND_INTERVAL
 
     @property
     def env(self) -> dict[str, str]:
@@ -40,6 +41,7 @@ class Stack:
                 "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
             }
         )
+        env.update(self.extra_env)
         return env
 
     def paitho(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -72,9 +74,12 @@ class Stack:
         return self.log_path.read_text()
 
 
-def start_stack(home: Path, edge_port: int, timeout: float = 180) -> Stack:
+def start_stack(
+    home: Path, edge_port: int, timeout: float = 180, extra_env: dict[str, str] | None = None
+) -> Stack:
+    """`paitho up` in `home`; `extra_env` is added to the platform's environment."""
     log_path = home.with_name(home.name + f"-up-{time.monotonic_ns()}.log")
-    stack = Stack(home, edge_port, None, log_path)  # type: ignore[arg-type]
+    stack = Stack(home, edge_port, None, log_path, dict(extra_env or {}))  # type: ignore[arg-type]
     with log_path.open("w") as log:
         stack.proc = subprocess.Popen(
             [str(BIN / "paitho"), "up"],
