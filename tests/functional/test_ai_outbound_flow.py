@@ -20,7 +20,8 @@ from paitho_tenant import keychain
 from paitho_tenant.ai import review
 from paitho_tenant.ai.providers import ProviderRegistry
 from paitho_tenant.ai.service import AIService
-from paitho_tenant.db import app_conninfo, workspace_tx
+from paitho_tenant.db import app_conninfo, owner_conninfo, workspace_tx
+from paitho_tenant.migrate import MIGRATIONS_DIR, migrate
 from paitho_tenant.outbound import drafts, store
 from paitho_tenant.outbound.engine import OutboundEngine
 
@@ -249,3 +250,25 @@ def test_crash_between_data_and_update_still_sends_each_draft_once(
     sent_to = sorted(r.rcpt_tos[0] for r in mail_world.handler.messages())
     assert sent_to == sorted(f.leads)
     assert f.scoped("SELECT status FROM ai_drafts") == [("sent",), ("sent",)]
+
+
+def test_migration_0201_follows_0200_and_can_be_run_again(pg_cluster: RunningCluster) -> None:
+    """0201 applies after 0200 (which creates ai_drafts) on a fresh database, is recorded,
+    and running its SQL again leaves the new statuses and columns in place."""
+    applied = migrate(pg_cluster.conninfo())
+    assert applied.index(201) > applied.index(200)
+    sql_text = (MIGRATIONS_DIR / "0201_ai_drafts_outbound.sql").read_bytes()
+    with psycopg.connect(owner_conninfo(pg_cluster.conninfo()), autocommit=True) as conn:
+        conn.execute(sql_text)
+        [(check,)] = conn.execute(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint"
+            " WHERE conname = 'ai_drafts_status_check'"
+        ).fetchall()
+        columns = {
+            r[0]
+            for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'ai_drafts'"
+            ).fetchall()
+        }
+    assert "'sent'" in check and "'failed'" in check
+    assert {"outbound_id", "sent_at", "send_error"} <= columns

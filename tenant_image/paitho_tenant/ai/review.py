@@ -7,6 +7,8 @@
     approve         awaiting_review -> approved -> queued (+ hook)
     edit            new text from a person -> audited again -> awaiting_review | audit_failed
     reject          awaiting_review | audit_failed -> rejected
+    outbound engine queued -> sent | failed (with send_error), see outbound/drafts.py: the
+                    planner sends a queued draft as its step's message; the hook is optional
 
 A draft row is written only after both stages finished: a failed or malformed call leaves its
 stage run and no draft. Every decision by a person is in the audit log (ids only).
