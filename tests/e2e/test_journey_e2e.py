@@ -93,19 +93,21 @@ def plain_mail(root: Path) -> Iterator[PlainMail]:
 
     handler = SmtpHandler(users=dict(users), file_sent=file_sent)
     port = free_port()
-    controller = Controller(
-        handler,
-        hostname="127.0.0.1",
-        port=port,
-        authenticator=handler.authenticate,
-        auth_required=True,
-        auth_require_tls=False,
-    )
-    controller.start()
     try:
-        yield PlainMail(dovecot, handler, port)
+        controller = Controller(
+            handler,
+            hostname="127.0.0.1",
+            port=port,
+            authenticator=handler.authenticate,
+            auth_required=True,
+            auth_require_tls=False,
+        )
+        controller.start()
+        try:
+            yield PlainMail(dovecot, handler, port)
+        finally:
+            controller.stop()
     finally:
-        controller.stop()
         dovecot.stop()
 
 
@@ -350,14 +352,20 @@ def test_the_whole_customer_journey_in_chromium(work_root: Path, tmp_path: Path)
                    str(sent["Message-ID"])),
         )  # fmt: skip
 
+        thread = page.locator("article.thread:has-text('Yes, call me on Tuesday.')")
+
         def reply_in_inbox() -> bool:
             go("/app/inbox")
-            return bool(page.locator("article.thread:has-text('Yes, call me on Tuesday.')").count())
+            return bool(thread.count())
+
+        def lead_stopped() -> bool:
+            if not reply_in_inbox():
+                return False
+            return bool(thread.first.locator(".lead-status").inner_text() == "replied")
 
         poll("the reply in the inbox", reply_in_inbox)
-        thread = page.locator("article.thread:has-text('Yes, call me on Tuesday.')").first
-        assert LEAD in thread.inner_text()
-        assert thread.locator(".lead-status").inner_text() == "replied"
+        assert LEAD in thread.first.inner_text()
+        poll("the lead stopped (status replied) in the inbox", lead_stopped)
         shot("inbox")
         go("/app")
         shot("dashboard_after_reply")
