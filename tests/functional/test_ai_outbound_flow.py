@@ -57,6 +57,15 @@ def fake_llm() -> Iterator[FakeLLM]:
         yield fake
 
 
+@pytest.fixture
+def registry(fake_llm: FakeLLM) -> Iterator[ProviderRegistry]:
+    reg = ProviderRegistry(
+        {"openai": fake_llm.openai_base}, timeout=10.0, max_attempts=3, sleep=lambda _s: None
+    )
+    yield reg
+    reg.clear()  # closes the SDK clients (and their sockets)
+
+
 @dataclass
 class Flow:
     tenant: Tenant
@@ -86,7 +95,9 @@ class Flow:
         return review.draft_for_lead(self.service, ws, self.campaign, self.leads[email], step)
 
 
-def _flow(tenant: Tenant, mail: MailWorld, fake: FakeLLM, mode: str, steps: int = 1) -> Flow:
+def _flow(
+    tenant: Tenant, mail: MailWorld, registry: ProviderRegistry, mode: str, steps: int = 1
+) -> Flow:
     conn, key, ws = tenant.conn, tenant.key, tenant.workspace_id
     leads = tenant.add_leads(
         [
@@ -109,9 +120,6 @@ def _flow(tenant: Tenant, mail: MailWorld, fake: FakeLLM, mode: str, steps: int 
         conn, key, ws, "account:1", campaign_id=campaign, brand_id=brand, mode=mode,
         key_id=key_id, model=MODEL, opt_out_line=OPT_OUT,
     )  # fmt: skip
-    registry = ProviderRegistry(
-        {"openai": fake.openai_base}, timeout=10.0, max_attempts=3, sleep=lambda _s: None
-    )
     service = AIService(
         lambda: psycopg.connect(app_conninfo(tenant.admin), autocommit=True),
         tenant.vault.key,
@@ -135,12 +143,12 @@ def _assert_engine_headers(msg: Message) -> None:
 
 
 def test_review_mode_sends_the_approved_edited_text_once(
-    tenant: Tenant, mail_world: MailWorld, fake_llm: FakeLLM
+    tenant: Tenant, mail_world: MailWorld, registry: ProviderRegistry
 ) -> None:
     """Qualified, drafted, audited, edited and approved by a person: one engine cycle sends
     exactly the approved text once, with List-Unsubscribe, one-click POST and the postal
     footer, and the draft becomes `sent`; nothing is sent before the approval or again."""
-    f = _flow(tenant, mail_world, fake_llm, "review")
+    f = _flow(tenant, mail_world, registry, "review")
     ws, lead = tenant.workspace_id, f.leads["ai0@prospect.test"]
     qualified = f.service.qualify(ws, lead, f.brand, f.key_id, MODEL)
     assert qualified["verdict"] == "qualified"
@@ -171,12 +179,12 @@ def test_review_mode_sends_the_approved_edited_text_once(
 
 
 def test_autonomous_mode_sends_without_a_person_and_threads_the_follow_up(
-    tenant: Tenant, mail_world: MailWorld, fake_llm: FakeLLM
+    tenant: Tenant, mail_world: MailWorld, registry: ProviderRegistry
 ) -> None:
     """Autonomous mode: a passed audit alone sends step 1; step 2 waits for its draft, is
     woken when the draft is queued and goes out threaded under step 1 (In-Reply-To,
     References), each exactly once."""
-    f = _flow(tenant, mail_world, fake_llm, "autonomous", steps=2)
+    f = _flow(tenant, mail_world, registry, "autonomous", steps=2)
     first = f.draft("ai1@prospect.test")
     assert first["status"] == "queued"
     f.engine().cycle()
@@ -202,7 +210,7 @@ def test_autonomous_mode_sends_without_a_person_and_threads_the_follow_up(
 
 
 def test_a_failed_audit_is_never_sent(
-    tenant: Tenant, mail_world: MailWorld, fake_llm: FakeLLM
+    tenant: Tenant, mail_world: MailWorld, fake_llm: FakeLLM, registry: ProviderRegistry
 ) -> None:
     """A draft whose audit failed (autonomous mode) is never sent, and neither is the step's
     template: the enrolled lead waits for a draft that passes."""
@@ -213,10 +221,10 @@ def test_a_failed_audit_is_never_sent(
         return stage_responder(provider, prompt)
 
     fake_llm.state.responder = failing_auditor
-    f = _flow(tenant, mail_world, fake_llm, "autonomous")
+    f = _flow(tenant, mail_world, registry, "autonomous")
     t = tenant
     lead = f.leads["ai0@prospect.test"]
-    store.enroll(t.conn, t.key, t.workspace_id, f.campaign, [lead], dt.datetime.now(dt.UTC))
+    store.enroll(t.conn, t.key, t.workspace_id, f.campaign, [lead], _now())
     draft = f.draft("ai0@prospect.test")
     assert draft["status"] == "audit_failed"
     f.engine().cycle()
@@ -227,13 +235,39 @@ def test_a_failed_audit_is_never_sent(
     assert f.scoped("SELECT status, status_reason FROM enrollments") == [("active", drafts.WAITING)]
 
 
+def test_a_second_draft_for_a_sent_step_and_a_stopped_lead_fail_with_reasons(
+    tenant: Tenant, mail_world: MailWorld, registry: ProviderRegistry
+) -> None:
+    """Two queued drafts for one step: only the newest goes out (one message per step) and
+    the other fails with a reason; a stopped lead's queued draft fails and is not sent."""
+    f = _flow(tenant, mail_world, registry, "autonomous")
+    older, newer = f.draft("ai0@prospect.test"), f.draft("ai0@prospect.test")
+    t = tenant
+    store.enroll(t.conn, t.key, t.workspace_id, f.campaign, [f.leads["ai1@prospect.test"]], _now())
+    store.stop_lead(t.conn, t.workspace_id, f.campaign, f.leads["ai1@prospect.test"])
+    stopped = f.draft("ai1@prospect.test")
+    f.engine().cycle()
+    f.engine().cycle()
+    assert [m.rcpt_tos for m in mail_world.handler.messages()] == [["ai0@prospect.test"]]
+    rows = dict(
+        (r[0], (r[1], r[2])) for r in f.scoped("SELECT id, status, send_error FROM ai_drafts")
+    )
+    assert rows[newer["id"]] == ("sent", None)
+    assert rows[older["id"]] == ("failed", "this step of the sequence was already planned")
+    assert rows[stopped["id"]] == ("failed", "the lead left the sequence (stopped)")
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
 def test_crash_between_data_and_update_still_sends_each_draft_once(
-    tenant: Tenant, mail_world: MailWorld, fake_llm: FakeLLM
+    tenant: Tenant, mail_world: MailWorld, registry: ProviderRegistry
 ) -> None:
     """The sending process SIGKILLed after the server took DATA of a draft and before the
     database update, then restarted: the Sent folder settles it, every queued draft reaches
     the server exactly once and every draft ends `sent`."""
-    f = _flow(tenant, mail_world, fake_llm, "autonomous")
+    f = _flow(tenant, mail_world, registry, "autonomous")
     for email in f.leads:
         assert f.draft(email)["status"] == "queued"
     proc = _start(tenant, mail_world, hang_after=1)

@@ -32,15 +32,19 @@ UNCERTAIN = "the send could not be confirmed after a crash; it is not sent again
 
 def sweep(conn: psycopg.Connection[Any], key: DataKey, now: dt.datetime) -> None:
     """Before planning: fail drafts that can no longer go out, enrol the leads of queued
-    drafts, and wake enrolments that were waiting for the draft now queued."""
+    drafts, and wake enrolments that were waiting for the draft now queued. Rows another
+    planner holds are skipped (SKIP LOCKED): concurrent planners never wait on each other."""
     conn.execute(
-        "UPDATE ai_drafts d SET status = 'failed', send_error = CASE"
-        " WHEN e.status NOT IN ('active', 'paused')"
-        "  THEN 'the lead left the sequence (' || e.status || ')'"
-        " ELSE 'this step of the sequence was already planned' END"
-        " FROM enrollments e WHERE d.status = 'queued' AND d.outbound_id IS NULL"
-        " AND e.campaign_id = d.campaign_id AND e.lead_id = d.lead_id"
+        "WITH stale AS (SELECT d.id, e.status, e.next_position > d.step AS planned"
+        " FROM ai_drafts d JOIN enrollments e"
+        " ON e.campaign_id = d.campaign_id AND e.lead_id = d.lead_id"
+        " WHERE d.status = 'queued' AND d.outbound_id IS NULL"
         " AND (e.status NOT IN ('active', 'paused') OR e.next_position > d.step)"
+        " FOR UPDATE OF d SKIP LOCKED)"
+        " UPDATE ai_drafts d SET status = 'failed', send_error = CASE"
+        " WHEN stale.planned THEN 'this step of the sequence was already planned'"
+        " ELSE 'the lead left the sequence (' || stale.status || ')' END"
+        " FROM stale WHERE d.id = stale.id"
     )
     conn.execute(
         "INSERT INTO enrollments (campaign_id, lead_id, timezone, due_at)"
@@ -54,10 +58,13 @@ def sweep(conn: psycopg.Connection[Any], key: DataKey, now: dt.datetime) -> None
         {"now": now, "k": key.column_key},
     )
     conn.execute(
-        "UPDATE enrollments e SET due_at = %(now)s, status_reason = NULL FROM ai_drafts d"
-        " WHERE d.status = 'queued' AND d.outbound_id IS NULL AND d.campaign_id = e.campaign_id"
-        " AND d.lead_id = e.lead_id AND d.step = e.next_position AND e.status = 'active'"
-        " AND e.status_reason = %(w)s AND e.due_at > %(now)s",
+        "WITH woken AS (SELECT e.id FROM enrollments e JOIN ai_drafts d"
+        " ON d.campaign_id = e.campaign_id AND d.lead_id = e.lead_id"
+        " AND d.step = e.next_position WHERE d.status = 'queued' AND d.outbound_id IS NULL"
+        " AND e.status = 'active' AND e.status_reason = %(w)s AND e.due_at > %(now)s"
+        " FOR UPDATE OF e SKIP LOCKED)"
+        " UPDATE enrollments e SET due_at = %(now)s, status_reason = NULL"
+        " FROM woken WHERE e.id = woken.id",
         {"now": now, "w": WAITING},
     )
 
