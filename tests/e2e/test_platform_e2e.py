@@ -132,3 +132,19 @@ def test_a_failed_start_stops_what_it_started(stack: Stack, work_root: Path) -> 
         ["pgrep", "-f", str(home)], capture_output=True, text=True, check=False
     ).stdout.split()
     assert leftovers == []
+
+
+def test_too_long_home_is_refused_before_anything_starts(work_root: Path) -> None:
+    """A PAITHO_HOME too long for tenants' Unix sockets gets a clear error, not a traceback."""
+    home = work_root / ("x" * 60)
+    env = {**os.environ, "PAITHO_HOME": str(home), "PAITHO_EDGE_PORT": "1"}
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "paitho"), "up"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "PAITHO_HOME" in done.stderr and "Traceback" not in done.stderr

@@ -35,6 +35,11 @@ from paitho_local.workflows import LocalWorkflows, nightly
 log = logging.getLogger(__name__)
 
 
+# A tenant's PostgreSQL socket is {home}/tenants/{slug ≤ 40}/run/.s.PGSQL.{port}: 68 bytes after
+# the home, and Unix sockets allow 107.
+MAX_HOME_LENGTH = 107 - 68
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -82,6 +87,12 @@ class Platform:
                     "first or use another PAITHO_HOME"
                 )
 
+        if len(str(s.home)) > MAX_HOME_LENGTH:
+            raise PaithoError(
+                f"PAITHO_HOME {s.home} is {len(str(s.home))} characters long: the Unix sockets "
+                "of tenants under it would pass the 107-byte limit; use a PAITHO_HOME of at most "
+                f"{MAX_HOME_LENGTH} characters (for example ~/.paitho or /srv/paitho)"
+            )
         with socket.socket() as probe:
             try:
                 probe.bind((s.edge_host, s.edge_port))
