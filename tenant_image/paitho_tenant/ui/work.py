@@ -398,7 +398,8 @@ def _queue(conn: psycopg.Connection[Any], key: DataKey, ws: int, status: str | N
 
 async def review_page(ctx: Ctx) -> Response:
     wanted = ctx.q("status", "awaiting_review")
-    status = wanted if wanted in ("awaiting_review", "audit_failed", "queued", "rejected") else None
+    shown = ("awaiting_review", "audit_failed", "queued", "rejected", "sent", "failed")
+    status = wanted if wanted in shown else None
     drafts = await ctx.db(_queue, ctx.key, ctx.workspace_id, status)
     return ctx.render("review.html", "review", drafts=drafts, shown=status or "all")
 
