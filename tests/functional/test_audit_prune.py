@@ -173,7 +173,8 @@ def test_as_of_moves_the_cutoff_but_never_past_the_database_clock(
 
 def test_app_role_cannot_prune_checkpoint_or_bypass(tenant_cluster: RunningCluster) -> None:  # noqa: F811
     """The app role, even with the prune flag set, cannot call the functions, delete rows,
-    touch checkpoints or write a pruning entry; the owner with the flag set cannot delete outside a pruned old segment,
+    touch checkpoints or write a pruning entry; the owner with the flag set cannot delete
+    outside a pruned old segment,
     nor mark a young segment pruned, nor remove checkpoints."""
     now = datetime.now(UTC)
     _seed(tenant_cluster, now)

@@ -148,7 +148,12 @@ class Platform:
         edge.wait_ready(files, timeout=15, proc=edge_unit.proc)
 
         extras: list[Callable[[], None]] = []
-        self._undo.append(lambda: [fn() for fn in extras])
+
+        def undo_extras() -> None:
+            for fn in extras:
+                fn()
+
+        self._undo.append(undo_extras)
         tenants = compose.tenant_service(settings, registry)
         app_module = load_app_module()
         cp_handle = start_local_control_plane(
