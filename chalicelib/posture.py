@@ -3,15 +3,17 @@ the status page and security.txt (RFC 9116).
 
 The trust page renders these structures, not hand-copied HTML; they mirror TRUST.md row for row
 (the six data categories, the "what we don't store" list, the boundary/backups/export sections and
-the sub-processor table). The tenant image's own inventory will replace INVENTORY when it lands.
+the sub-processor table). INVENTORY is the tenant image's own inventory (see below).
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 from chalicelib.errors import InvalidInput
 from chalicelib.stores import Table
@@ -25,19 +27,14 @@ class DataCategory:
     retention: str
 
 
-INVENTORY: tuple[DataCategory, ...] = (
-    DataCategory("Lead records", "Postgres · inside your Docker",
-                 "AES-256 at rest · TLS in transit", "indefinite (you delete)"),
-    DataCategory("LLM provider keys (BYOK)",
-                 "Encrypted keychain · pgp_sym_encrypt + your PG_PASSPHRASE", "AES-256",
-                 "until you remove"),
-    DataCategory("SMTP/IMAP credentials", "Encrypted keychain", "AES-256", "until you remove"),
-    DataCategory("Email message bodies (sent + received)", "Postgres", "AES-256",
-                 "indefinite (you delete)"),
-    DataCategory("LLM prompt + response logs", "Postgres · stage_runs", "AES-256",
-                 "90 days · then anonymized"),
-    DataCategory("Audit log (auth + admin actions)", "Append-only table", "AES-256", "12 months"),
-)  # fmt: skip
+# The "Every byte, accounted for" rows come from the tenant's own data inventory
+# (paitho_tenant.inventory, the declaration every tenant test checks the schema against),
+# exported to trust_inventory.json because the Lambda bundle does not carry the tenant package;
+# tests/unit/test_trust_inventory_sync.py fails when the two drift apart.
+INVENTORY: tuple[DataCategory, ...] = tuple(
+    DataCategory(**row)
+    for row in json.loads((Path(__file__).with_name("trust_inventory.json")).read_text("utf-8"))
+)
 
 NOT_STORED: tuple[tuple[str, str], ...] = (
     ("Your provider's API responses, raw.", "We keep token counts only."),
