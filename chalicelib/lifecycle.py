@@ -151,7 +151,17 @@ class Executor:
         return observed, routed
 
     def converge(self, record: TenantRecord, desired: Desired) -> TenantRecord:
-        observed, routed = self.observe(record)
+        try:
+            observed, routed = self.observe(record)
+        except PaithoError as exc:
+            # e.g. the local platform is down: say so on the tenant instead of leaving it
+            # stuck in its previous state
+            return self._registry.update(
+                record.slug,
+                state="failed",
+                last_error=f"observing the tenant failed: {exc.message}",
+                last_error_at=now_iso(),
+            )
         return self.run(record, desired, plan(desired, observed, routed))
 
     def run(self, record: TenantRecord, desired: Desired, steps: tuple[Step, ...]) -> TenantRecord:

@@ -30,6 +30,8 @@ from chalicelib.errors import LaunchError, PlatformUnavailable
 from chalicelib.launchers import pgcluster
 from chalicelib.launchers.base import Observed, Placement, TenantSpec
 
+MAX_SOCKET_PATH = 107  # sun_path is 108 bytes including the terminating NUL
+
 
 class SupervisorClient:
     """JSON-lines client for the supervisor's control socket."""
@@ -185,6 +187,12 @@ class LocalLauncher:
 
     def provision(self, spec: TenantSpec) -> Placement:
         root = self.tenant_dir(spec.slug)
+        socket_path = root / "run" / ".s.PGSQL.65535"
+        if len(str(socket_path)) > MAX_SOCKET_PATH:
+            raise LaunchError(
+                f"the tenant's PostgreSQL socket {socket_path} would pass the {MAX_SOCKET_PATH}-"
+                "byte Unix socket limit; use a shorter tenant name or a shorter PAITHO_HOME"
+            )
         if (root / "pgdata" / "PG_VERSION").exists():
             raise LaunchError(f"{root} already holds a cluster; delete the tenant first")
         shutil.rmtree(root, ignore_errors=True)

@@ -136,7 +136,7 @@ def test_a_failed_start_stops_what_it_started(stack: Stack, work_root: Path) -> 
 
 def test_too_long_home_is_refused_before_anything_starts(work_root: Path) -> None:
     """A PAITHO_HOME too long for tenants' Unix sockets gets a clear error, not a traceback."""
-    home = work_root / ("x" * 60)
+    home = work_root / ("x" * 100)
     env = {**os.environ, "PAITHO_HOME": str(home), "PAITHO_EDGE_PORT": "1"}
     done = subprocess.run(
         [str(Path(sys.executable).parent / "paitho"), "up"],

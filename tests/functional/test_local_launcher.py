@@ -193,3 +193,29 @@ def test_failed_start_is_recorded_with_an_actionable_reason(
     assert rec.last_error and "did not answer /healthz" in rec.last_error
     assert "logs" in rec.last_error
     svc.delete(rec.slug)
+
+
+def test_tenant_socket_path_too_long_is_refused(
+    aws_client: Any, unique: str, work_root: Path, home: Path, supervisor: Supervisor
+) -> None:
+    """A tenant whose socket path would pass the Unix limit fails with that reason, no traceback."""
+    long_home = work_root / ("h" * 50)
+    long_home.mkdir()
+    registry = Registry(aws_client("dynamodb"), f"tenants-{unique}")
+    registry.ensure_table()
+    launcher = LocalLauncher(long_home, SupervisorClient(home / "run" / "supervisor.sock"))
+    svc = TenantService(registry, Executor(registry, launcher, MemoryRoutes(), "localhost"), "1")
+    rec = svc.create("a" * 40)
+    assert rec.state == "failed" and rec.last_error and "socket" in rec.last_error
+
+
+def test_platform_down_is_recorded_on_the_tenant(
+    aws_client: Any, unique: str, work_root: Path
+) -> None:
+    """With no supervisor to talk to, the tenant is 'failed' with that reason, not stuck."""
+    registry = Registry(aws_client("dynamodb"), f"tenants-{unique}")
+    registry.ensure_table()
+    launcher = LocalLauncher(work_root, SupervisorClient(work_root / "run" / "absent.sock"))
+    svc = TenantService(registry, Executor(registry, launcher, MemoryRoutes(), "localhost"), "1")
+    rec = svc.create("orphan")
+    assert rec.state == "failed" and rec.last_error and "make up" in rec.last_error

@@ -35,9 +35,9 @@ from paitho_local.workflows import LocalWorkflows, nightly
 log = logging.getLogger(__name__)
 
 
-# A tenant's PostgreSQL socket is {home}/tenants/{slug ≤ 40}/run/.s.PGSQL.{port}: 68 bytes after
-# the home, and Unix sockets allow 107.
-MAX_HOME_LENGTH = 107 - 68
+# The platform's own sockets ({home}/run/supervisor.sock, {home}/edge/admin.sock) must fit the
+# 107-byte Unix socket limit; tenants' sockets are checked per tenant by the launcher.
+MAX_HOME_LENGTH = 107 - len("/run/supervisor.sock")
 
 
 def free_port() -> int:
@@ -89,8 +89,8 @@ class Platform:
 
         if len(str(s.home)) > MAX_HOME_LENGTH:
             raise PaithoError(
-                f"PAITHO_HOME {s.home} is {len(str(s.home))} characters long: the Unix sockets "
-                "of tenants under it would pass the 107-byte limit; use a PAITHO_HOME of at most "
+                f"PAITHO_HOME {s.home} is {len(str(s.home))} characters long: the platform's Unix "
+                "sockets under it would pass the 107-byte limit; use a PAITHO_HOME of at most "
                 f"{MAX_HOME_LENGTH} characters (for example ~/.paitho or /srv/paitho)"
             )
         with socket.socket() as probe:
