@@ -363,7 +363,9 @@ def test_campaign_send_and_reply_in_chromium(
         engine.cycle()
         sent = [m.message for m in world.handler.messages()]
         assert len(sent) == 1 and sent[0]["To"] == "ann@prospect.io"
-        assert "Quick question, Ann" in str(sent[0]["Subject"])
+        # an AI campaign sends the approved draft (the fake provider's), never the step template
+        assert "A question for Prospect Inc" in str(sent[0]["Subject"])
+        assert "Quick question" not in str(sent[0]["Subject"])
         world.dovecot.deliver(
             user,
             world.users[user],

@@ -45,6 +45,8 @@ def client(
     monkeypatch.setenv("SSL_CERT_FILE", str(mail_world.cert.cert))
     migrate(pg_cluster.conninfo())
     app = create_app(Settings(admin_conninfo=pg_cluster.conninfo(), origin=ORIGIN))
+    # explicit too: process-wide OpenSSL defaults proved order-dependent in a full test run
+    app.state.outbound_ssl_factory = mail_world.cert.client_context
     with TestClient(app, base_url=ORIGIN) as c:
         assert (
             c.post("/setup", json={**OWNER, "passphrase": PASSPHRASE}, headers=API).status_code

@@ -101,7 +101,9 @@ def make_routes(config: OutboundConfig | None = None) -> list[BaseRoute]:
             raise BadRequest("the body must be a JSON object")
         spec, secret = parse_mailbox(data)
         try:
-            checked = await run_in_threadpool(mailbox.check, spec, secret, cfg.ssl_factory)
+            # a deployment (or a test) may trust a private CA by setting this on app.state
+            factory = getattr(request.app.state, "outbound_ssl_factory", None) or cfg.ssl_factory
+            checked = await run_in_threadpool(mailbox.check, spec, secret, factory)
         except MailboxCheckFailed as exc:
             log.info("mailbox check failed at %s", exc.check)
             return JSONResponse(
