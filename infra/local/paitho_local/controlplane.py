@@ -64,7 +64,8 @@ class ControlPlaneServer:
         self._server = LocalDevServer(
             app, Config(chalice_stage="local"), host, port, handler_cls=handler
         )
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # the HTTP server itself: LocalDevServer.serve_forever would print its internal port
+        self._thread = threading.Thread(target=self._server.server.serve_forever, daemon=True)
 
     @property
     def port(self) -> int:
