@@ -51,7 +51,7 @@ def dispatch_tenant_jobs(event: dict[str, object], context: object) -> dict[str,
     from chalicelib.settings import from_env
 
     settings = from_env()
-    runner = backups.ecs_runner_from_env(factory.aws_client(settings, "ecs"), os.environ)
+    runner = backups.http_runner_from_env(factory.build_registry(settings), os.environ)
     records = event.get("Records")
     failed = backups.dispatch_jobs(
         records if isinstance(records, list) else [],

@@ -4,10 +4,10 @@
         ListTenants   aws-sdk:dynamodb:scan of the registry (running tenants, slugs only)
         Map (bounded) per tenant:
             sqs:sendMessage.waitForTaskToken  {tenant, job, token}  ─> jobs queue
-                └─ dispatcher Lambda (`dispatch_jobs` here) asks a JobRunner to start the
-                   tenant's own task (ECS RunTask of its task definition, or a local process)
-                   with the token; the task does the work inside the tenant's boundary and
-                   answers SendTaskSuccess / SendTaskFailure with metadata only
+                └─ dispatcher Lambda (`dispatch_jobs` here) asks a JobRunner to start the job
+                   with the token: in AWS a signed request to the tenant's running app
+                   (HttpJobRunner), in `make up` a local process; the job runs inside the
+                   tenant's boundary and answers SendTaskSuccess with metadata only
             Retry with backoff, Catch ─> dynamodb:putItem into the ledger (succeeded | failed)
 
 Why a queue and not `ecs:runTask.waitForTaskToken` straight from the state machine: the
@@ -25,10 +25,15 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+import hashlib
+import hmac
 import json
 import logging
 import os
 import subprocess
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -210,11 +215,9 @@ class EcsJobRunner:
     `paitho-tenant`, the one chalicelib/launchers/ecs.py registers), with the tenant's slug and
     the callback token in the app container's environment.
 
-    Open point (see the issue 5 report): in the tenants.yaml layout the tenant's PostgreSQL
-    listens on 127.0.0.1 inside the tenant's *running* task and its EBS volume attaches to that
-    task only, so a separate task cannot reach the database. Production needs the job to run
-    inside the running task (ECS Exec, or a job agent in the tenant app); this runner is the
-    seam where that goes. The state machines and the dispatcher do not change either way."""
+    Not used in production any more: in the tenants.yaml layout the tenant's PostgreSQL listens
+    on 127.0.0.1 inside the tenant's *running* task and its volume attaches to that task only,
+    so a separate task cannot reach the database. HttpJobRunner (below) replaces it."""
 
     def __init__(
         self,
@@ -277,6 +280,101 @@ def ecs_runner_from_env(ecs: Any, environ: Mapping[str, str]) -> EcsJobRunner:
         )
     except KeyError as exc:
         raise InvalidInput(f"the job dispatcher needs the environment variable {exc}") from exc
+
+
+# -- production: the job runs inside the tenant's running task ----------------------------------
+# Design (issue 5). The tenant's PostgreSQL listens on 127.0.0.1 inside its running task and its
+# data volume is attached to that task, so no other task can do the work. The dispatcher instead
+# asks the running tenant app: `POST http://{origin_host}:{origin_port}/internal/jobs/{job}` (the
+# private origin the launcher records in the registry) with body {"token", "execution"}. The
+# tenant (paitho_tenant/jobs.py) answers 202, runs the job in a background thread with its own
+# admin conninfo, destination and recipient (PAITHO_BACKUP_TO / PAITHO_BACKUP_RECIPIENT), and
+# reports SendTaskSuccess with the token exactly as `paitho-tenant backup` does.
+#
+# Authentication: header `X-Paitho-Job-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 over
+# "<t>." + body>` with a per-deployment key (PAITHO_JOBS_KEY, from SSM; the launcher passes it
+# in the task's environment). Threat model: the key is not customer data and the customer may
+# see it in their own task; the token is unguessable and the job's output is encrypted to the
+# customer's own key, so a forged request could at most trigger an extra backup or retention
+# run. The signature keeps anyone else on the network from doing even that; the timestamp
+# window (JOB_SIGNATURE_MAX_AGE) bounds replays, and the tenant runs one job of a kind at a time.
+JOB_SIGNATURE_HEADER = "X-Paitho-Job-Signature"
+JOB_SIGNATURE_MAX_AGE = 300
+JOBS_KEY_ENV = "PAITHO_JOBS_KEY"
+
+
+def sign_job(key: bytes, body: bytes, timestamp: int) -> str:
+    """The signature header's value for a job request body."""
+    digest = hmac.new(key, str(timestamp).encode() + b"." + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+Poster = Callable[[str, bytes, Mapping[str, str], float], int]
+
+
+def urllib_post(url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> int:
+    """POST with the standard library; returns the HTTP status (raises OSError if unreachable)."""
+    request = urllib.request.Request(url, data=body, headers=dict(headers), method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def registry_origin(registry: Any) -> Callable[[str], tuple[str, int]]:
+    """The private origin of a running tenant, from the registry (raises LaunchError)."""
+
+    def lookup(slug: str) -> tuple[str, int]:
+        record = registry.find(slug)
+        if record is None or record.state != "running":
+            raise LaunchError(f"tenant {slug!r} is not running")
+        if not record.origin_host or record.origin_port is None:
+            raise LaunchError(f"tenant {slug!r} has no private origin yet")
+        return str(record.origin_host), int(record.origin_port)
+
+    return lookup
+
+
+class HttpJobRunner:
+    """Asks the tenant's running app to run the job (see the design note above)."""
+
+    def __init__(
+        self,
+        origin_of: Callable[[str], tuple[str, int]],
+        key: bytes,
+        post: Poster = urllib_post,
+        clock: Callable[[], float] = time.time,
+        timeout: float = 10.0,
+    ) -> None:
+        if not key:
+            raise InvalidInput("the job dispatcher needs a signing key")
+        self._origin_of, self._key, self._post = origin_of, key, post
+        self._clock, self._timeout = clock, timeout
+
+    def start(self, request: JobRequest) -> str:
+        host, port = self._origin_of(request.tenant)
+        body = json.dumps({"token": request.token, "execution": request.execution}).encode()
+        headers = {
+            "Content-Type": "application/json",
+            JOB_SIGNATURE_HEADER: sign_job(self._key, body, int(self._clock())),
+        }
+        url = f"http://{host}:{port}/internal/jobs/{request.job}"
+        try:
+            status = self._post(url, body, headers, self._timeout)
+        except OSError as exc:
+            raise LaunchError(f"tenant {request.tenant!r} did not answer: {exc}") from exc
+        if status != 202:
+            raise LaunchError(f"tenant {request.tenant!r} refused the {request.job} job: {status}")
+        return f"http:{host}:{port}"
+
+
+def http_runner_from_env(registry: Any, environ: Mapping[str, str]) -> HttpJobRunner:
+    """The dispatcher Lambda's runner: the registry's origins and the key in PAITHO_JOBS_KEY."""
+    key = environ.get(JOBS_KEY_ENV, "")
+    if not key:
+        raise InvalidInput(f"the job dispatcher needs the environment variable {JOBS_KEY_ENV}")
+    return HttpJobRunner(registry_origin(registry), key.encode())
 
 
 class SubprocessJobRunner:
@@ -409,8 +507,6 @@ def run_workflow(
 ) -> dict[str, Any]:
     """Start one execution (what the schedule does) and serve its jobs queue until it ends
     (what the dispatcher Lambda does). Returns describe_execution's answer."""
-    import time
-
     pause = sleep or time.sleep
     arn = workflows.backup_arn if job == "backup" else workflows.retention_arn
     execution = sfn.start_execution(

@@ -123,7 +123,7 @@ def cmd_backup(args: argparse.Namespace, report: Callable[[str, str], None]) -> 
         )
     line = result.to_json()
     print(line, flush=True)
-    token = os.environ.get(TOKEN_ENV)
+    token = getattr(args, "token", None) or os.environ.get(TOKEN_ENV)
     if token:
         report(token, line)
     return 0 if result.outcome == "succeeded" else 1
@@ -189,7 +189,7 @@ def cmd_retention(args: argparse.Namespace, report: Callable[[str, str], None]) 
         )
     line = result.to_json()
     print(line, flush=True)
-    token = os.environ.get(TOKEN_ENV)
+    token = getattr(args, "token", None) or os.environ.get(TOKEN_ENV)
     if token:
         report(token, line)
     return 0 if result.outcome == "succeeded" else 1
@@ -228,7 +228,7 @@ def run(args: argparse.Namespace, report: Callable[[str, str], None] | None = No
         return 1
     except Exception as exc:  # the outermost handler: log it, and never leave a token waiting
         log.exception("paitho-tenant %s failed", args.command)
-        token = os.environ.get(TOKEN_ENV)
+        token = getattr(args, "token", None) or os.environ.get(TOKEN_ENV)
         if token and args.command in ("backup", "retention"):
             from paitho_tenant.backup import now_iso
 

@@ -25,7 +25,8 @@ from paitho_tenant.errors import TenantError
 
 MAX_TOKEN_CHARS = 4096
 # Writes still accepted in read-only mode (path prefixes): getting in, sealing and rotating the
-# passphrase, getting data out, and the duties toward the people in it.
+# passphrase, getting data out (and the scheduled backup), and the duties toward the people
+# in it.
 READ_ONLY_WRITES = (
     "/setup",
     "/unlock",
@@ -38,6 +39,7 @@ READ_ONLY_WRITES = (
     "/app/dsar",
     "/app/workspace/switch",
     "/u/",
+    "/internal/jobs/",
 )
 FULL = "full"
 READ_ONLY = "read_only"

@@ -691,6 +691,7 @@ class LazyArea:
 AREAS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("paitho_tenant.ai.web", ("/api/ai/{rest:path}",)),
     ("paitho_tenant.outbound.web", ("/api/mailboxes", "/u/{rest:path}")),
+    ("paitho_tenant.jobs", ("/internal/jobs/{job}",)),
 )
 
 

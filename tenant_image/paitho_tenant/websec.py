@@ -11,6 +11,7 @@ CSRF rule for every mutating request (POST, PUT, PATCH, DELETE):
     "form"). Anything else is refused with 403.
 Exempt: RFC 8058 one-click unsubscribe (`POST /u/{token}`), which mail providers send without
 an Origin; the unguessable token in the path is its authority and it needs no session.
+And the control plane's signed job requests (`POST /internal/jobs/...`, see jobs.py).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ FORM_PATHS = frozenset({"/setup", "/setup/confirm", "/unlock", "/login", "/logou
 APP_PREFIX = "/app"
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 CSRF_COOKIE = "csrf"
-CSRF_EXEMPT_PREFIXES = ("/u/",)
+CSRF_EXEMPT_PREFIXES = ("/u/", "/internal/jobs/")
 
 SECURITY_HEADERS: dict[str, str] = {
     "Content-Security-Policy": (
