@@ -264,6 +264,7 @@ class LocalLauncher:
         if self._origin is not None:
             env["PAITHO_TENANT_ORIGIN"] = self._origin(spec.slug)
         env.update(self._tenant_env)
+        env.update(self.install_licence(spec))
         self._supervisor.start(
             f"{spec.slug}/app",
             [*self._tenant_cmd, "serve", "--host", "127.0.0.1", "--port", str(app_port)],
@@ -275,6 +276,32 @@ class LocalLauncher:
         )
         self.wait_healthy(spec.slug, app_port)
         return Placement("127.0.0.1", app_port, str(root), db_port=db_port)
+
+    def install_licence(self, spec: TenantSpec) -> dict[str, str]:
+        """Ask the platform for the tenant's licence; write it where the app reads it.
+
+        Returns the app's licence settings (the token file and the trusted public keys), or
+        nothing when the platform issues no licences (the tenant then runs with the check off).
+        """
+        try:
+            reply = self._supervisor.call("licence", slug=spec.slug, plan=spec.plan)
+        except LaunchError:
+            return {}
+        keys: dict[str, str] = reply.get("keys") or {}
+        if not keys:
+            return {}
+        token_file = self.tenant_dir(spec.slug) / "licence.token"
+        token = reply.get("token")
+        if token:
+            tmp = token_file.with_suffix(".tmp")
+            tmp.write_text(str(token) + "\n", encoding="ascii")
+            tmp.replace(token_file)
+        else:
+            token_file.unlink(missing_ok=True)  # no current licence: the tenant turns read-only
+        return {
+            "PAITHO_LICENCE_FILE": str(token_file),
+            "PAITHO_LICENCE_KEYS": ",".join(f"{kid}:{key}" for kid, key in sorted(keys.items())),
+        }
 
     def wait_healthy(self, slug: str, port: int) -> None:
         deadline = time.monotonic() + self._ready_timeout

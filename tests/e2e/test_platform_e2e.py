@@ -148,3 +148,18 @@ def test_too_long_home_is_refused_before_anything_starts(work_root: Path) -> Non
     )
     assert done.returncode == 1
     assert "PAITHO_HOME" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_tenants_get_a_licence_from_the_platform(stack: Stack) -> None:
+    """Each tenant starts with a licence token from the control plane and its public keys,
+    and the tenant reports a full (not read-only) licence."""
+    stack.paitho("tenants", "create", "licensed")
+    token_file = stack.home / "tenants" / "licensed" / "licence.token"
+    assert token_file.exists()
+    header, claims, _ = token_file.read_text().strip().split(".")
+    import base64
+
+    decoded = json.loads(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4)))
+    assert decoded["tenant"] == "licensed" and decoded["exp"] > time.time()
+    status, _, _ = stack.get("licensed.localhost", "/healthz")
+    assert status == 200

@@ -7,6 +7,7 @@ SIGINT and SIGTERM both stop every process the platform started.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
@@ -23,6 +24,7 @@ from chalicelib import factory
 from chalicelib.cpwiring import start_local_control_plane
 from chalicelib.errors import PaithoError
 from chalicelib.launchers.local import LocalLauncher
+from chalicelib.lifecycle import spec_of
 from chalicelib.registry import Registry
 from chalicelib.settings import Settings
 from chalicelib.tenants import TenantService
@@ -129,7 +131,8 @@ class Platform:
                 registry.record_event(slug, f"{part}: {what}", restarted=restarted)
             self.say(f"{slug}: {part} {what}")
 
-        supervisor = Supervisor(on_event)
+        services: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+        supervisor = Supervisor(on_event, services)
         supervisor.serve(settings.supervisor_socket)
         self._undo.append(supervisor.shutdown)
 
@@ -160,6 +163,7 @@ class Platform:
             settings, tenants, factory.aws_client(settings, "dynamodb"), app_module.use
         )
         extras.append(cp_handle.stop)
+        services["licence"] = lambda req: licence_for(cp_handle.control_plane(), req)
         self.say(f"mail sink (verification, reset, notices) saves to {settings.mail_sink_dir}")
         control = ControlPlaneServer(
             app_module.app, "127.0.0.1", control_port, settings.domain, registry
@@ -176,6 +180,19 @@ class Platform:
                     log.exception("billing tick failed")
 
         threading.Thread(target=billing_clock, name="billing", daemon=True).start()
+
+        def renew_licences() -> None:
+            """Licences last weeks; refresh every running tenant's token twice a day."""
+            while not billing_stop.wait(12 * 3600):
+                renewer = compose.launcher(settings)
+                for record in registry.list():
+                    if record.state == "running":
+                        try:
+                            renewer.install_licence(spec_of(record))
+                        except Exception:
+                            log.exception("renewing the licence of %s failed", record.slug)
+
+        threading.Thread(target=renew_licences, name="licences", daemon=True).start()
         extras.append(billing_stop.set)
         self.running = Running(aws, supervisor, control, registry, tenants, extras)
         info_path.write_text(
@@ -257,6 +274,22 @@ class Platform:
             self._stopped.wait()
         finally:
             self.stop()
+
+
+def licence_for(cp: Any, request: dict[str, Any]) -> dict[str, Any]:
+    """The "licence" service the launcher calls before starting a tenant app: a fresh token
+    (none when the tenant's subscription is canceled or suspended) and the public keys."""
+    if cp.licences is None:
+        return {"keys": {}}
+    slug, plan = str(request.get("slug", "")), str(request.get("plan", "starter"))
+    keys = {
+        kid: base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+        for kid, raw in cp.licences.public_keys().items()
+    }
+    sub = cp.billing.find(slug)
+    current = sub is None or (sub.deleted_at is None and sub.state not in ("canceled", "suspended"))
+    token = cp.licences.issue(slug, sub.plan if sub is not None else plan) if current else None
+    return {"keys": keys, "token": token}
 
 
 def _alive(pid: object) -> bool:

@@ -150,7 +150,14 @@ class Unit:
 
 
 class Supervisor:
-    def __init__(self, on_event: EventSink | None = None) -> None:
+    def __init__(
+        self,
+        on_event: EventSink | None = None,
+        services: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] | None = None,
+    ) -> None:
+        """`services`: extra operations the platform answers on the control socket (e.g.
+        "licence": issue a tenant's licence token), by name."""
+        self._services = services if services is not None else {}  # the platform adds to it
         self._units: dict[str, Unit] = {}
         self._lock = threading.Lock()
         self._on_event = on_event or (lambda name, what, restarted: None)
@@ -218,6 +225,9 @@ class Supervisor:
             return {"ok": True, **self.status(name)}
         if op == "list":
             return {"ok": True, "units": {n: self.status(n) for n in self.names()}}
+        service = self._services.get(str(op))
+        if service is not None:
+            return {"ok": True, **service(request)}
         return {"ok": False, "error": f"unknown operation {op!r}"}
 
     def serve(self, socket_path: Path) -> None:
