@@ -90,6 +90,9 @@ class EcsConfig:
     start_timeout_s: float = 600.0
     stop_timeout_s: float = 300.0
     snapshot_timeout_s: float = 1800.0
+    # The SSM parameter holding the workflows' job-signing key (see chalicelib/backups.py):
+    # injected by ECS at run time as a container secret, never written into the environment.
+    jobs_key_parameter: str = "/paitho/jobs-key"
 
 
 def volume_name(slug: str) -> str:
@@ -158,6 +161,7 @@ def container_definitions(config: EcsConfig, version: str) -> list[dict[str, Any
         "command": ["paitho-tenant", "serve", "--host", "0.0.0.0", "--port", str(config.app_port)],  # noqa: S104
         "portMappings": [{"containerPort": config.app_port, "protocol": "tcp"}],
         "environment": [{"name": "PAITHO_TENANT_DB", "value": tenant_db_conninfo()}],
+        "secrets": [{"name": "PAITHO_JOBS_KEY", "valueFrom": config.jobs_key_parameter}],
         "dependsOn": [{"containerName": "postgres", "condition": "HEALTHY"}],
         "healthCheck": {
             # Protocol-agnostic: the port accepts connections (TLS or not).
