@@ -105,6 +105,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         outbound_interval=_interval(os.environ.get("PAITHO_OUTBOUND_INTERVAL")),
         **licence.settings_from_env(os.environ),  # type: ignore[arg-type]
     )
+    cert = args.tls_cert or os.environ.get("PAITHO_TLS_CERT_FILE")
+    key = args.tls_key or os.environ.get("PAITHO_TLS_KEY_FILE")
+    if bool(cert) != bool(key):
+        print("paitho-tenant: TLS needs both a certificate and its key", file=sys.stderr)
+        return EXIT_USAGE
+    # TLS ends here, inside the tenant: the edge only passes bytes through (DESIGN.md).
+    tls = {"ssl_certfile": cert, "ssl_keyfile": key} if cert else {}
     uvicorn.run(
         create_app(settings),
         host=args.host,
@@ -112,6 +119,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_level="warning",
         access_log=False,
         proxy_headers=False,
+        **tls,  # type: ignore[arg-type]
     )
     return 0
 
@@ -283,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--unlock-file", help="self-hosted only: unseal at start from this file")
+    serve.add_argument("--tls-cert", help="serve HTTPS with this certificate chain (PEM)")
+    serve.add_argument("--tls-key", help="the certificate's private key (PEM)")
     serve.set_defaults(func=cmd_serve)
     sub.add_parser("migrate", help="create roles, database and schema").set_defaults(
         func=cmd_migrate
