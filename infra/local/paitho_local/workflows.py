@@ -30,6 +30,7 @@ from chalicelib.backups import (
 from chalicelib.errors import LaunchError
 from chalicelib.registry import Registry
 from chalicelib.settings import Settings
+from paitho_local import compose
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,11 @@ class LocalWorkflows:
         record = self._registry.get(request.tenant)
         if record.data_location is None or record.db_port is None:
             raise LaunchError(f"{request.tenant} has no local cluster")
-        socket_dir = Path(record.data_location) / "run"
-        conninfo = f"host={socket_dir} port={record.db_port} user=postgres dbname=paitho"
+        conninfo = (
+            compose.launcher(self._settings)
+            .cluster(request.tenant, record.db_port)
+            .conninfo("paitho")
+        )
         tool = str(Path(sys.executable).with_name("paitho-tenant"))
         argv = [tool, request.job, "--db", conninfo, "--tenant", request.tenant]
         if request.job == "backup":
