@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -113,9 +114,7 @@ class Platform:
         os.environ.setdefault("AWS_DEFAULT_REGION", s.aws_region)
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's request log
         settings = compose.settings_for_cli(s.home)
-        settings = type(settings)(
-            **{**settings.__dict__, "edge_port": s.edge_port, "edge_host": s.edge_host}
-        )
+        settings = dataclasses.replace(settings, edge_port=s.edge_port, edge_host=s.edge_host)
         self.settings = settings
         self.say(f"local AWS endpoint (moto) on {aws.endpoint}")
 
